@@ -1,0 +1,212 @@
+"""HTTP endpoints: /metrics, /probe, the landing page, health, readiness and reload.
+
+Handlers fetch first (async, bounded by the scrape deadline), then render on a registry made
+for that request, so concurrent scrapes never share metric state.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Sequence
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.config import ConfigError
+from exporter.scrape import AccountResult, AccountRuntime, observe_all
+from exporter.service import Exporter, UnknownTargetError
+
+log = logging.getLogger(__name__)
+
+EXPORTER_KEY = web.AppKey("exporter", Exporter)
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+# Leave this much of Prometheus' scrape timeout for rendering and the network.
+SCRAPE_TIMEOUT_OFFSET = 0.5
+PROBE_PARAMS = frozenset({"account", "provider", "debug"})
+
+
+def scrape_timeout(request: web.Request) -> float:
+    """The time this scrape may spend fetching, from Prometheus' timeout header."""
+    header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+    if header is None:
+        return DEFAULT_SCRAPE_TIMEOUT
+    try:
+        seconds = float(header)
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text="X-Prometheus-Scrape-Timeout-Seconds is not a number\n"
+        ) from None
+    if not seconds > 0:
+        raise web.HTTPBadRequest(text="X-Prometheus-Scrape-Timeout-Seconds must be positive\n")
+    return max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2)
+
+
+def _render(request: web.Request, registry: CollectorRegistry) -> web.Response:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    response = web.Response(body=encoder(registry))
+    response.headers["Content-Type"] = content_type
+    response.enable_compression()
+    return response
+
+
+def _status(exporter: Exporter) -> ExporterStatus:
+    return ExporterStatus(
+        version=__version__,
+        reload_successful=exporter.reload_successful,
+        reload_success_timestamp=exporter.reload_success_timestamp,
+    )
+
+
+async def _scrape(request: web.Request, runtimes: Sequence[AccountRuntime]) -> list[AccountResult]:
+    return await observe_all(runtimes, scrape_timeout(request))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Every configured account plus the exporter's self-metrics."""
+    exporter = request.app[EXPORTER_KEY]
+    runtimes = list(exporter.runtimes.values())
+    results = await _scrape(request, runtimes)
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DialogCollector(results))
+    registry.register(SelfCollector(runtimes, _status(exporter), time.time()))
+    return _render(request, registry)
+
+
+async def probe(request: web.Request) -> web.Response:
+    """Only the accounts named by ``account=`` or ``provider=`` (multi-target pattern)."""
+    exporter = request.app[EXPORTER_KEY]
+    query = request.query
+    if unknown := sorted(set(query) - PROBE_PARAMS):
+        raise web.HTTPBadRequest(
+            text=f"unknown parameter {unknown[0]!r}: use account=NAME or provider=NAME\n"
+        )
+    accounts, providers = query.getall("account", []), query.getall("provider", [])
+    if not accounts and not providers:
+        raise web.HTTPBadRequest(text="missing parameter: account=NAME or provider=NAME\n")
+    debug = query.get("debug", "false").lower()
+    if debug not in ("true", "false"):
+        raise web.HTTPBadRequest(text="debug must be true or false\n")
+    try:
+        runtimes = exporter.select(accounts, providers)
+    except UnknownTargetError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
+    results = await _scrape(request, runtimes)
+    if debug == "true":
+        return web.Response(text=_debug_trace(results, runtimes))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(DialogCollector(results))
+    return _render(request, registry)
+
+
+def _debug_trace(results: Sequence[AccountResult], runtimes: Sequence[AccountRuntime]) -> str:
+    """A plain-text account of one probe: requests, outcomes, cache use; secrets redacted."""
+    lines: list[str] = []
+    for result, runtime in zip(results, runtimes, strict=True):
+        account = result.account
+        lines.append(f"account {account.name} (provider {account.provider}): {result.source}")
+        lines.extend(f"  request {entry}" for entry in result.trace)
+        for dialog in result.dialogs:
+            if dialog.error is not None:
+                detail = runtime.upstream.redact(dialog.error.detail)
+                lines.append(f"  dialog {dialog.name}: up 0, {dialog.error.reason}: {detail}")
+            else:
+                lines.append(f"  dialog {dialog.name}: up 1, {dialog.reading}")
+    return "\n".join(lines) + "\n"
+
+
+async def healthy(request: web.Request) -> web.Response:
+    return web.Response(text="Healthy\n")
+
+
+async def ready(request: web.Request) -> web.Response:
+    if request.app[EXPORTER_KEY].config is None:
+        raise web.HTTPServiceUnavailable(text="config not loaded\n")
+    return web.Response(text="Ready\n")
+
+
+async def reload(request: web.Request) -> web.Response:
+    """POST only (aiohttp answers 405 to other methods on this path)."""
+    try:
+        config = request.app[EXPORTER_KEY].reload()
+    except ConfigError as exc:
+        raise web.HTTPInternalServerError(
+            text=f"config reload failed; still serving the previous config:\n{exc}\n"
+        ) from None
+    return web.Response(text=f"config reloaded: {len(config.accounts)} accounts\n")
+
+
+def _age(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s ago"
+
+
+async def landing(request: web.Request) -> web.Response:
+    """A page naming the exporter with each account's and dialog's last result."""
+    exporter = request.app[EXPORTER_KEY]
+    now = time.time()
+    rows = []
+    for name, runtime in exporter.runtimes.items():
+        account = runtime.account
+        last = runtime.last_round
+        duration = runtime.stats.last_fetch_duration
+        probe_link = f'<a href="probe?account={html.escape(name)}">probe</a>'
+        for dialog in account.dialogs:
+            outcome = last.outcomes.get(dialog.name) if last is not None else None
+            if outcome is None:
+                result, reason = ("in flight" if last is not None else "not fetched yet"), ""
+            elif isinstance(outcome, Exception):
+                result, reason = (
+                    "up 0",
+                    f"{outcome.reason}: {runtime.upstream.redact(outcome.detail)}",
+                )
+            else:
+                result, reason = f"up 1, {outcome.messages} unread", ""
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td>{html.escape(cell)}</td>"
+                    for cell in (
+                        account.provider,
+                        name,
+                        dialog.name,
+                        result,
+                        reason,
+                        "-" if duration is None else f"{duration * 1000:.0f} ms",
+                        _age(now - last.started_at if last is not None else None),
+                    )
+                )
+                + f"<td>{probe_link}</td></tr>"
+            )
+    status = "ok" if exporter.reload_successful else f"failed: {exporter.last_reload_error}"
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>chat-unread-exporter</title>
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}
+tr:nth-child(even){{background:#f4f4f4}}</style></head>
+<body><h1>chat-unread-exporter {html.escape(__version__)}</h1>
+<p>Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird).</p>
+<p><a href="metrics">/metrics</a> &middot; <a href="-/healthy">/-/healthy</a> &middot;
+<a href="-/ready">/-/ready</a> &middot; config: {html.escape(status)}</p>
+<table><tr><th>provider</th><th>account</th><th>dialog</th><th>last result</th>
+<th>error</th><th>fetch duration</th><th>age</th><th></th></tr>
+{"".join(rows)}
+</table></body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.Application:
+    """The aiohttp application; ``middlewares`` carries basic auth from --web.config.file."""
+    app = web.Application(middlewares=list(middlewares))
+    app[EXPORTER_KEY] = exporter
+    app.router.add_get("/", landing)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/probe", probe)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", reload)
+    return app

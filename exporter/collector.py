@@ -1,0 +1,194 @@
+"""Rendering: turns results that were already fetched into metric families.
+
+prometheus_client calls ``collect()`` synchronously while writing the response, so this module
+does no I/O at all; the HTTP handlers fetch first, then register these collectors on a registry
+made for that one request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter.providers.base import Reading, Reason
+from exporter.scrape import AccountResult, AccountRuntime
+
+NAMESPACE = "chat_unread"
+DIALOG_LABELS = ["provider", "account", "dialog"]
+ACCOUNT_LABELS = ["provider", "account"]
+CACHE_NOTE = (
+    " Some accounts serve cached values (cache_ttl or daily_request_budget pacing);"
+    " chat_unread_last_success_timestamp_seconds tells their age."
+)
+
+# (metric suffix, Reading attribute, HELP)
+VALUE_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("messages", "messages", "Unread messages in the dialog, as the provider counts them."),
+    ("mentions", "mentions", "Unread messages that mention the user (Sendbird)."),
+    ("invitations", "invitations", "Pending channel invitations (Sendbird)."),
+    (
+        "conversations",
+        "conversations",
+        "Conversations with at least one unread message (Crisp backlog).",
+    ),
+    (
+        "oldest_unread_timestamp_seconds",
+        "oldest_unread_timestamp",
+        "Unix time since which the oldest unread conversation has been waiting (Crisp backlog).",
+    ),
+)
+
+
+class DialogCollector(Collector):
+    """Per-dialog values, ``up`` and value age for the accounts of one scrape."""
+
+    def __init__(self, results: Sequence[AccountResult]) -> None:
+        self._results = results
+
+    def collect(self) -> Iterator[Metric]:
+        cached = any(r.account.cache_ttl or r.account.daily_request_budget for r in self._results)
+        note = CACHE_NOTE if cached else ""
+        families = {
+            attr: GaugeMetricFamily(f"{NAMESPACE}_{suffix}", help_ + note, labels=DIALOG_LABELS)
+            for suffix, attr, help_ in VALUE_METRICS
+        }
+        up = GaugeMetricFamily(
+            f"{NAMESPACE}_up",
+            "1 if this dialog's value was fetched successfully for this scrape, else 0.",
+            labels=DIALOG_LABELS,
+        )
+        age = GaugeMetricFamily(
+            f"{NAMESPACE}_last_success_timestamp_seconds",
+            "Unix time at which the value now served was fetched.",
+            labels=DIALOG_LABELS,
+        )
+        for result in self._results:
+            for dialog in result.dialogs:
+                labels = [result.account.provider, result.account.name, dialog.name]
+                up.add_metric(labels, 0.0 if dialog.error else 1.0)
+                if dialog.reading is None:
+                    continue
+                _add_reading(families, labels, dialog.reading)
+                if dialog.fetched_at is not None:
+                    age.add_metric(labels, dialog.fetched_at)
+        yield from families.values()
+        yield up
+        yield age
+
+
+def _add_reading(
+    families: dict[str, GaugeMetricFamily], labels: list[str], reading: Reading
+) -> None:
+    for attr, family in families.items():
+        value = getattr(reading, attr)
+        if value is not None:
+            family.add_metric(labels, float(value))
+
+
+@dataclass(frozen=True)
+class ExporterStatus:
+    """Exporter-level facts for the self-metrics, snapshotted before rendering."""
+
+    version: str
+    reload_successful: bool
+    reload_success_timestamp: float | None
+
+
+class SelfCollector(Collector):
+    """The exporter's own health: fetch timings, errors, requests, caching, limits, reloads."""
+
+    def __init__(self, runtimes: Iterable[AccountRuntime], status: ExporterStatus, now: float):
+        self._runtimes = list(runtimes)
+        self._status = status
+        self._now = now
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._account_metrics()
+        build = GaugeMetricFamily(
+            f"{NAMESPACE}_exporter_build_info",
+            "Build information; the value is always 1.",
+            labels=["version"],
+        )
+        build.add_metric([self._status.version], 1.0)
+        yield build
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_exporter_config_last_reload_successful",
+            "1 if the last configuration load or reload succeeded, else 0.",
+            value=1.0 if self._status.reload_successful else 0.0,
+        )
+        if self._status.reload_success_timestamp is not None:
+            yield GaugeMetricFamily(
+                f"{NAMESPACE}_exporter_config_last_reload_success_timestamp_seconds",
+                "Unix time of the last successful configuration load or reload.",
+                value=self._status.reload_success_timestamp,
+            )
+
+    def _account_metrics(self) -> Iterator[Metric]:
+        duration = GaugeMetricFamily(
+            f"{NAMESPACE}_fetch_duration_seconds",
+            "Wall time of the account's last refresh from its provider.",
+            labels=ACCOUNT_LABELS,
+        )
+        errors = CounterMetricFamily(
+            f"{NAMESPACE}_fetch_errors",
+            "Dialog fetches that failed, by reason.",
+            labels=[*ACCOUNT_LABELS, "reason"],
+        )
+        requests = CounterMetricFamily(
+            f"{NAMESPACE}_upstream_requests",
+            "HTTP requests made to the provider, by status class (error: no HTTP answer).",
+            labels=[*ACCOUNT_LABELS, "status_class"],
+        )
+        hits = CounterMetricFamily(
+            f"{NAMESPACE}_cache_hits",
+            "Scrapes of the account served without a refresh of their own "
+            "(cache_ttl, budget pacing, or joining a refresh in flight).",
+            labels=ACCOUNT_LABELS,
+        )
+        misses = CounterMetricFamily(
+            f"{NAMESPACE}_cache_misses",
+            "Scrapes of the account that started a refresh from the provider.",
+            labels=ACCOUNT_LABELS,
+        )
+        remaining = GaugeMetricFamily(
+            f"{NAMESPACE}_rate_limit_remaining",
+            "Requests left in the provider's current rate-limit window, as it last reported.",
+            labels=ACCOUNT_LABELS,
+        )
+        reset = GaugeMetricFamily(
+            f"{NAMESPACE}_rate_limit_reset_timestamp_seconds",
+            "Unix time at which the provider's rate-limit window resets, as it last reported.",
+            labels=ACCOUNT_LABELS,
+        )
+        budget = GaugeMetricFamily(
+            f"{NAMESPACE}_daily_request_budget",
+            "Configured daily_request_budget: upstream requests allowed in any 24 hours.",
+            labels=ACCOUNT_LABELS,
+        )
+        spent = GaugeMetricFamily(
+            f"{NAMESPACE}_daily_requests_spent",
+            "Upstream requests made in the last 24 hours (accounts with a budget).",
+            labels=ACCOUNT_LABELS,
+        )
+        for runtime in self._runtimes:
+            labels = [runtime.account.provider, runtime.account.name]
+            stats, upstream = runtime.stats, runtime.upstream
+            if stats.last_fetch_duration is not None:
+                duration.add_metric(labels, stats.last_fetch_duration)
+            for reason in Reason:
+                errors.add_metric([*labels, str(reason)], float(stats.errors[reason]))
+            for status_class, number in sorted(upstream.stats.requests_by_status_class.items()):
+                requests.add_metric([*labels, status_class], float(number))
+            hits.add_metric(labels, float(stats.cache_hits))
+            misses.add_metric(labels, float(stats.cache_misses))
+            if upstream.rate_limit.remaining is not None:
+                remaining.add_metric(labels, upstream.rate_limit.remaining)
+            if upstream.rate_limit.reset_at is not None:
+                reset.add_metric(labels, upstream.rate_limit.reset_at)
+            if upstream.budget is not None:
+                budget.add_metric(labels, float(upstream.budget.budget))
+                spent.add_metric(labels, float(upstream.budget.spent(self._now)))
+        yield from (duration, errors, requests, hits, misses, remaining, reset, budget, spent)

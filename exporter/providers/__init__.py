@@ -1,0 +1,1 @@
+"""One module per chat provider, each implementing :mod:`exporter.providers.base`."""

@@ -1,0 +1,121 @@
+"""The one small protocol every provider implements, and the helpers they share.
+
+A provider turns an account's configuration into an :class:`AccountFetcher`. The fetcher gets
+all of the account's dialogs at once (so a provider that can batch, like QuickBlox, answers many
+dialogs with one request) and reports each dialog's outcome through ``record`` as soon as it is
+known, so a scrape deadline that cuts a slow account short still serves the dialogs already in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+
+from exporter.models import AccountConfig, DialogConfig
+
+if TYPE_CHECKING:
+    from exporter.upstream import Upstream
+
+
+class Reason(StrEnum):
+    """Why a dialog could not be fetched: the fixed ``reason`` label set of the errors counter."""
+
+    TIMEOUT = "timeout"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    BAD_RESPONSE = "bad_response"
+    CONNECTION = "connection"
+
+
+class FetchError(Exception):
+    """An upstream failure, already classified; ``detail`` is one log-safe line."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one dialog reported; ``None`` means the provider does not report that value."""
+
+    messages: int
+    mentions: int | None = None
+    invitations: int | None = None
+    conversations: int | None = None
+    oldest_unread_timestamp: float | None = None
+
+
+Outcome = Reading | FetchError
+Record = Callable[[str, Outcome], None]
+
+AccountT = TypeVar("AccountT", bound=AccountConfig)
+DialogT = TypeVar("DialogT", bound=DialogConfig)
+
+
+class AccountFetcher(Protocol):
+    """Fetches an account's dialogs; one instance lives as long as the account's config."""
+
+    async def fetch(self, dialogs: Sequence[Any], record: Record) -> None:
+        """Fetch every dialog and ``record`` each one's outcome (never raise for one dialog)."""
+
+
+@dataclass(frozen=True)
+class Provider(Generic[AccountT]):
+    """A registry entry: the name used in the config and how to build its fetcher."""
+
+    name: str
+    account_model: type[AccountT]
+    make_fetcher: Callable[[AccountT, Upstream], AccountFetcher]
+
+
+async def fetch_each(
+    dialogs: Sequence[DialogT],
+    record: Record,
+    fetch_one: Callable[[DialogT], Awaitable[Reading]],
+) -> None:
+    """Fetch dialogs one request chain each, concurrently; a failure stays with its dialog.
+
+    Concurrency against the upstream is bounded by the account's ``max_concurrency`` inside
+    :class:`~exporter.upstream.Upstream`, so this can start every dialog at once.
+    """
+
+    async def one(dialog: DialogT) -> None:
+        try:
+            record(dialog.name, await fetch_one(dialog))
+        except FetchError as exc:
+            record(dialog.name, exc)
+
+    await asyncio.gather(*(one(dialog) for dialog in dialogs))
+
+
+def record_all(dialogs: Sequence[DialogConfig], record: Record, outcome: Outcome) -> None:
+    """Give every dialog the same outcome (a batched request that failed as a whole)."""
+    for dialog in dialogs:
+        record(dialog.name, outcome)
+
+
+def count(container: Any, *path: str) -> int:
+    """Read a non-negative integer count at ``path`` in a decoded JSON body.
+
+    Providers document these as integers; a string, null, float or negative number means the
+    answer cannot be trusted, so it is a ``bad_response`` rather than a guessed value.
+    """
+    value = container
+    for key in path:
+        if not isinstance(value, dict) or key not in value:
+            raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is missing")
+        value = value[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        shown = type(value).__name__ if value is not None else "null"
+        raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is {shown}, not an integer")
+    if value < 0:
+        raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is negative ({value})")
+    return value

@@ -1,0 +1,209 @@
+"""Fetching: when to call upstream, and what each scrape is served.
+
+One :class:`AccountRuntime` per configured account owns that account's fetcher, HTTP state and
+last results. A scrape asks every selected account for a view at once; each account decides
+whether to join a refresh already in flight (single-flight: simultaneous scrapes cost upstream
+what one costs), serve its last results (``cache_ttl``, daily budget pacing), or start a new
+refresh. Waiting is bounded by the scrape's deadline; a refresh that outlives it keeps running
+and its results serve the next scrape. Nothing here formats metrics (see ``collector``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+
+from exporter.models import AccountConfig
+from exporter.providers.base import AccountFetcher, FetchError, Outcome, Provider, Reading, Reason
+from exporter.upstream import Clock, Upstream
+
+log = logging.getLogger(__name__)
+
+Source = Literal["fresh", "shared", "cache", "budget"]
+
+
+@dataclass(frozen=True, slots=True)
+class DialogResult:
+    """What a scrape serves for one dialog.
+
+    ``reading`` is the value to expose (``None``: expose no value series), ``fetched_at`` when
+    that value was fetched, and ``error`` why this scrape could not fetch it (``up 0``).
+    """
+
+    name: str
+    reading: Reading | None
+    fetched_at: float | None
+    error: FetchError | None
+
+
+@dataclass(frozen=True, slots=True)
+class AccountResult:
+    """What a scrape serves for one account, and how it was obtained."""
+
+    account: AccountConfig
+    dialogs: tuple[DialogResult, ...]
+    source: Source
+    trace: tuple[str, ...]
+
+
+@dataclass
+class AccountStats:
+    """Per-account counters behind the exporter's self-metrics."""
+
+    errors: Counter[Reason] = field(default_factory=Counter)
+    cache_hits: int = 0
+    cache_misses: int = 0
+    last_fetch_duration: float | None = None
+
+
+class Round:
+    """One refresh of an account; outcomes arrive dialog by dialog while it runs."""
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.outcomes: dict[str, Outcome] = {}
+        self.trace: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.task is None or self.task.done()
+
+
+class AccountRuntime:
+    """One account's fetcher, HTTP state, cache and statistics; lives until its config changes."""
+
+    def __init__(
+        self,
+        account: AccountConfig,
+        provider: Provider[Any],
+        session: aiohttp.ClientSession,
+        clock: Clock = time.time,
+    ) -> None:
+        self.account = account
+        self.upstream = Upstream(session, account, clock)
+        self.fetcher: AccountFetcher = provider.make_fetcher(account, self.upstream)
+        self.stats = AccountStats()
+        self._clock = clock
+        self._last_round: Round | None = None
+        self._last_good: dict[str, tuple[Reading, float]] = {}
+
+    @property
+    def last_round(self) -> Round | None:
+        """The newest refresh, finished or not (for the landing page)."""
+        return self._last_round
+
+    async def observe(self, wait_seconds: float) -> AccountResult:
+        """This scrape's view of the account, waiting at most ``wait_seconds``."""
+        now = self._clock()
+        current = self._last_round
+        if current is not None and not current.done:
+            source: Source = "shared"
+        elif current is not None and now - current.started_at < self.account.cache_ttl:
+            source = "cache"
+        elif (
+            current is not None
+            and self.upstream.budget is not None
+            and not (self.upstream.budget.allows_refresh(now))
+        ):
+            source = "budget"
+        else:
+            source = "fresh"
+            current = self._start_round(now)
+        if source == "fresh":
+            self.stats.cache_misses += 1
+        else:
+            self.stats.cache_hits += 1
+        assert current is not None
+        if current.task is not None and not current.task.done():
+            await asyncio.wait({current.task}, timeout=max(wait_seconds, 0.0))
+        return AccountResult(
+            account=self.account,
+            dialogs=tuple(
+                self._dialog_result(d.name, current, source) for d in self.account.dialogs
+            ),
+            source=source,
+            trace=tuple(current.trace),
+        )
+
+    def _dialog_result(self, name: str, current: Round, source: Source) -> DialogResult:
+        outcome = current.outcomes.get(name)
+        if outcome is None:
+            outcome = FetchError(Reason.TIMEOUT, "not back before the scrape deadline")
+            self._count_error(name, outcome)
+        good = self._last_good.get(name)
+        if isinstance(outcome, Reading):
+            assert good is not None
+            return DialogResult(name, outcome, good[1], None)
+        if source == "budget" and good is not None:
+            return DialogResult(name, good[0], good[1], None)
+        if good is not None and self._clock() - good[1] < self.account.cache_ttl:
+            return DialogResult(name, good[0], good[1], outcome)
+        return DialogResult(name, None, None, outcome)
+
+    def _start_round(self, now: float) -> Round:
+        round_ = Round(started_at=now)
+        if self.upstream.budget is not None:
+            self.upstream.budget.refresh_started(now)
+        round_.task = asyncio.create_task(self._run(round_), name=f"fetch {self.account.name}")
+        self._last_round = round_
+        return round_
+
+    async def _run(self, round_: Round) -> None:
+        self.upstream.start_round()
+        round_.trace = self.upstream.trace
+        started = time.perf_counter()
+
+        def record(dialog: str, outcome: Outcome) -> None:
+            round_.outcomes[dialog] = outcome
+            if isinstance(outcome, Reading):
+                self._last_good[dialog] = (outcome, self._clock())
+            else:
+                self._count_error(dialog, outcome)
+
+        try:
+            await self.fetcher.fetch(self.account.dialogs, record)
+        except Exception:  # a provider bug must not take other dialogs or the scrape down
+            log.exception("fetch failed unexpectedly account=%s", self.account.name)
+            for dialog in self.account.dialogs:
+                if dialog.name not in round_.outcomes:
+                    record(dialog.name, FetchError(Reason.BAD_RESPONSE, "internal error"))
+        finally:
+            self.stats.last_fetch_duration = time.perf_counter() - started
+            if self.upstream.budget is not None:
+                self.upstream.budget.refresh_finished(self.upstream.requests_this_round)
+
+    def _count_error(self, dialog: str, error: FetchError) -> None:
+        self.stats.errors[error.reason] += 1
+        log.warning(
+            "fetch failed",
+            extra={
+                "provider": self.account.provider,
+                "account": self.account.name,
+                "dialog": dialog,
+                "reason": str(error.reason),
+                "detail": self.upstream.redact(error.detail),
+            },
+        )
+
+    async def cancel(self) -> None:
+        """Stop a refresh still in flight (shutdown)."""
+        current = self._last_round
+        if current is not None and current.task is not None and not current.task.done():
+            current.task.cancel()
+            await asyncio.gather(current.task, return_exceptions=True)
+
+
+async def observe_all(
+    runtimes: Sequence[AccountRuntime], wait_seconds: float
+) -> list[AccountResult]:
+    """Every selected account's view, concurrently, all within one deadline."""
+    deadline = time.monotonic() + wait_seconds
+    return list(await asyncio.gather(*(rt.observe(deadline - time.monotonic()) for rt in runtimes)))

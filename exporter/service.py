@@ -1,0 +1,111 @@
+"""The running exporter: its config, one runtime per account, the shared HTTP session.
+
+Reloading swaps the account runtimes atomically: an account whose config is unchanged keeps
+its runtime (HTTP sessions such as a QuickBlox token, caches, budget ledger, counters), a
+changed or new one gets a fresh runtime, and a config that fails to load changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import aiohttp
+
+from exporter import __version__
+from exporter.config import ConfigError, ExporterConfig
+from exporter.registry import PROVIDERS
+from exporter.scrape import AccountRuntime
+from exporter.upstream import Clock
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = f"chat-unread-exporter/{__version__}"
+
+
+class UnknownTargetError(ValueError):
+    """A /probe parameter names an account or provider that is not configured."""
+
+
+class Exporter:
+    """Owns everything that outlives a single scrape."""
+
+    def __init__(self, load: Callable[[], ExporterConfig], clock: Clock = time.time) -> None:
+        self._load = load
+        self._clock = clock
+        self._session: aiohttp.ClientSession | None = None
+        self.config: ExporterConfig | None = None
+        self.runtimes: dict[str, AccountRuntime] = {}
+        self.reload_successful = False
+        self.reload_success_timestamp: float | None = None
+        self.last_reload_error: str | None = None
+        self._retired: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Open the shared HTTP session and load the config (raises ConfigError)."""
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            headers={"User-Agent": USER_AGENT},
+            raise_for_status=False,
+        )
+        self.reload()
+
+    def reload(self) -> ExporterConfig:
+        """Load the config again; on failure keep serving the old one and re-raise."""
+        try:
+            config = self._load()
+        except ConfigError as exc:
+            self.reload_successful = False
+            self.last_reload_error = str(exc)
+            log.error("config reload failed", extra={"problems": exc.problems})
+            raise
+        self._apply(config)
+        self.reload_successful = True
+        self.reload_success_timestamp = self._clock()
+        self.last_reload_error = None
+        log.info(
+            "config loaded",
+            extra={"source": config.source, "accounts": len(config.accounts)},
+        )
+        return config
+
+    def _apply(self, config: ExporterConfig) -> None:
+        assert self._session is not None, "start() first"
+        runtimes: dict[str, AccountRuntime] = {}
+        for account in config.accounts:
+            old = self.runtimes.get(account.name)
+            if old is not None and old.account == account:
+                runtimes[account.name] = old
+            else:
+                provider = PROVIDERS[account.provider]
+                runtimes[account.name] = AccountRuntime(
+                    account, provider, self._session, self._clock
+                )
+        for name, old in self.runtimes.items():
+            if runtimes.get(name) is not old:
+                task = asyncio.get_running_loop().create_task(old.cancel())
+                self._retired.add(task)
+                task.add_done_callback(self._retired.discard)
+        self.config = config
+        self.runtimes = runtimes
+
+    def select(self, accounts: Sequence[str], providers: Sequence[str]) -> list[AccountRuntime]:
+        """The runtimes named by /probe parameters, in config order; unknown names raise."""
+        unknown = [a for a in accounts if a not in self.runtimes]
+        configured_providers = {rt.account.provider for rt in self.runtimes.values()}
+        unknown += [p for p in providers if p not in configured_providers]
+        if unknown:
+            raise UnknownTargetError(f"unknown account or provider: {', '.join(unknown)}")
+        return [
+            rt
+            for name, rt in self.runtimes.items()
+            if name in accounts or rt.account.provider in providers
+        ]
+
+    async def close(self) -> None:
+        """Cancel refreshes in flight and close upstream connections."""
+        await asyncio.gather(*(rt.cancel() for rt in self.runtimes.values()), *self._retired)
+        if self._session is not None:
+            await self._session.close()

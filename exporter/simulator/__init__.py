@@ -1,0 +1,160 @@
+"""Simulated providers for the demo, the tests and the benchmark.
+
+:class:`Simulator` runs all four fake APIs on loopback. ``populate_demo`` gives them a small
+support team's worth of chats, ``evolve`` makes messages arrive and get read, and
+``demo_config_yaml`` is the matching exporter config (which goes through the normal config
+loader, so the demo exercises exactly what a real deployment does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+from exporter.simulator.base import FakeProvider, Fault, SeenRequest
+from exporter.simulator.crisp import CrispConversation, FakeCrisp
+from exporter.simulator.imkit import FakeIMKit, IMKitRoom
+from exporter.simulator.quickblox import FakeQuickBlox
+from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
+
+__all__ = [
+    "CrispConversation",
+    "FakeCrisp",
+    "FakeIMKit",
+    "FakeProvider",
+    "FakeQuickBlox",
+    "FakeSendbird",
+    "Fault",
+    "IMKitRoom",
+    "SeenRequest",
+    "SendbirdChannel",
+    "Simulator",
+]
+
+DEMO_WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
+DEMO_VIP_SESSION = "session_700c65e1-85e2-465a-b9ac-ecb5ec2c9881"
+DEMO_QB_USER = 123
+DEMO_QB_DIALOGS = (
+    "5d753421a28f9a2596cb0f98",
+    "5d75393ba28f9a17e1cb0f9e",
+    "5d75327ba28f9a0f32cb0f99",
+)
+DEMO_IMKIT_TOKEN = "imkit-user-token"
+
+
+class Simulator:
+    """The four simulated providers, started together on loopback."""
+
+    def __init__(self, seed: int = 42) -> None:
+        self.crisp = FakeCrisp()
+        self.quickblox = FakeQuickBlox()
+        self.imkit = FakeIMKit()
+        self.sendbird = FakeSendbird()
+        self._rng = random.Random(seed)
+
+    @property
+    def providers(self) -> tuple[FakeProvider, ...]:
+        return (self.crisp, self.quickblox, self.imkit, self.sendbird)
+
+    async def start(self) -> None:
+        for provider in self.providers:
+            await provider.start()
+
+    async def stop(self) -> None:
+        for provider in self.providers:
+            await provider.stop()
+
+    def populate_demo(self) -> None:
+        """A small support team's chats: a Crisp backlog, QuickBlox dialogs, IMKit rooms..."""
+        now_ms = int(time.time() * 1000)
+        self.crisp.websites[DEMO_WEBSITE] = {
+            f"session_{i:04d}": CrispConversation(
+                unread_operator=(i % 4), unread_visitor=i % 2, waiting_since_ms=now_ms - i * 60_000
+            )
+            for i in range(1, 61)
+        }
+        self.crisp.websites[DEMO_WEBSITE][DEMO_VIP_SESSION] = CrispConversation(
+            unread_operator=2, unread_visitor=3, waiting_since_ms=now_ms - 600_000
+        )
+        self.quickblox.unread[DEMO_QB_USER] = dict(zip(DEMO_QB_DIALOGS, (4, 1, 7), strict=True))
+        self.imkit.rooms[DEMO_IMKIT_TOKEN] = [
+            IMKitRoom(frozenset({"work", "project"}), 5),
+            IMKitRoom(frozenset({"work"}), 2),
+            IMKitRoom(frozenset({"personal"}), 1),
+        ]
+        self.sendbird.channels["agent-42"] = [
+            SendbirdChannel("support", unread=6, mentions=1),
+            SendbirdChannel("support", super_group=True, unread=2),
+            SendbirdChannel("sales", unread=3, invited=False),
+            SendbirdChannel("support", invited=True),
+        ]
+        self.sendbird.channels["agent-7"] = [SendbirdChannel("support", unread=1, mentions=1)]
+
+    def evolve(self) -> None:
+        """One tick of a working day: some messages arrive, some get read."""
+        rng = self._rng
+        counters: list[tuple[object, str]] = []
+        for conversations in self.crisp.websites.values():
+            counters += [(c, "unread_operator") for c in conversations.values()]
+        counters += [(room, "unread") for rooms in self.imkit.rooms.values() for room in rooms]
+        counters += [(c, "unread") for cs in self.sendbird.channels.values() for c in cs]
+        for obj, attr in rng.sample(counters, k=min(6, len(counters))):
+            value = getattr(obj, attr)
+            setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
+        for dialogs in self.quickblox.unread.values():
+            dialog = rng.choice(sorted(dialogs))
+            dialogs[dialog] = max(0, dialogs[dialog] + rng.choice((-1, 1, 2)))
+
+    async def run_evolution(self, interval: float = 2.0) -> None:
+        """Evolve forever (the demo's background task)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.evolve()
+
+    def demo_config_yaml(self) -> str:
+        """The exporter config for the demo accounts, pointing at the running simulators."""
+        return f"""\
+accounts:
+  - name: demo-crisp
+    provider: crisp
+    base_url: {self.crisp.url}
+    website_id: {DEMO_WEBSITE}
+    identifier: {self.crisp.identifier}
+    key: {self.crisp.key}
+    dialogs:
+      - name: backlog
+      - name: vip-visitor
+        session_id: {DEMO_VIP_SESSION}
+  - name: demo-quickblox
+    provider: quickblox
+    base_url: {self.quickblox.url}
+    api_key: {self.quickblox.api_key}
+    on_behalf_of: {DEMO_QB_USER}
+    dialogs:
+      - name: all
+      - name: escalations
+        dialog_id: {DEMO_QB_DIALOGS[0]}
+      - name: sales
+        dialog_id: {DEMO_QB_DIALOGS[1]}
+  - name: demo-imkit
+    provider: imkit
+    base_url: {self.imkit.url}
+    client_key: {self.imkit.client_key}
+    token: {DEMO_IMKIT_TOKEN}
+    dialogs:
+      - name: all
+      - name: work
+        room_tags: [work]
+  - name: demo-sendbird
+    provider: sendbird
+    application_id: 2D7B4CDB-932F-4082-9B09-A1153792DC8D
+    base_url: {self.sendbird.url}
+    api_token: {self.sendbird.api_token}
+    dialogs:
+      - name: agent-42
+        user_id: agent-42
+        custom_types: [support]
+      - name: agent-7
+        user_id: agent-7
+"""

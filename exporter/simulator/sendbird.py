@@ -1,0 +1,88 @@
+"""Simulated Sendbird Platform API v3: ``unread_item_count`` with Api-Token and rate limits."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from exporter.simulator.base import FakeProvider, json_response
+
+KINDS = ("group_channel", "super_group_channel", "non_super_group_channel")
+ITEMS = ("unread_message_count", "unread_mention_count", "invitation_count")
+ITEM_KEYS = frozenset(f"{kind}_{item}" for kind in KINDS for item in ITEMS)
+
+
+@dataclass
+class SendbirdChannel:
+    custom_type: str = ""
+    super_group: bool = False
+    unread: int = 0
+    mentions: int = 0
+    invited: bool = False
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return json_response({"message": message, "code": code, "error": True}, status=status)
+
+
+@dataclass
+class FakeSendbird(FakeProvider):
+    name: str = "sendbird"
+    api_token: str = "sendbird-api-token"
+    channels: dict[str, list[SendbirdChannel]] = field(default_factory=dict)  # user -> channels
+    rate_limit_per_second: int | None = None
+    _window: tuple[int, int] = (0, 0)  # (second, requests in it)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/v3/users/{user_id}/unread_item_count", self.unread_items)
+
+    def _rate_headers(self) -> tuple[bool, dict[str, str]]:
+        if self.rate_limit_per_second is None:
+            return True, {}
+        second = int(time.time())
+        used = self._window[1] + 1 if self._window[0] == second else 1
+        self._window = (second, used)
+        limit = self.rate_limit_per_second
+        headers = {
+            "X-RateLimit-Limit": f"{limit};w=1",
+            "X-RateLimit-Remaining": str(max(limit - used, 0)),
+            "X-RateLimit-Reset": str(second + 1),
+        }
+        return used <= limit, headers
+
+    async def unread_items(self, request: web.Request) -> web.Response:
+        allowed, headers = self._rate_headers()
+        if not allowed:
+            response = _error(429, 500910, "Too many requests.")
+            response.headers.update(headers)
+            return response
+        if request.headers.get("Api-Token") != self.api_token:
+            return _error(401, 400401, "Not valid Api-Token. Api-Token is missing.")
+        channels = self.channels.get(request.match_info["user_id"])
+        if channels is None:
+            return _error(400, 400201, '"User" not found.')
+        keys = [k for k in request.query.get("item_keys", "").split(",") if k]
+        if not keys:
+            return _error(400, 400151, '"item_keys" is required.')
+        if unknown := [k for k in keys if k not in ITEM_KEYS]:
+            return _error(400, 400110, f"Invalid value: {unknown[0]}.")
+        custom_types = [t for t in request.query.get("custom_types", "").split(",") if t]
+        selected = [c for c in channels if not custom_types or c.custom_type in custom_types]
+        body = {key: self._count(selected, key) for key in keys}
+        return json_response(body, headers=headers)
+
+    @staticmethod
+    def _count(channels: list[SendbirdChannel], key: str) -> int:
+        kind = next(k for k in sorted(KINDS, key=len, reverse=True) if key.startswith(k))
+        chosen = [
+            c
+            for c in channels
+            if kind == "group_channel" or c.super_group == (kind == "super_group_channel")
+        ]
+        if key.endswith("invitation_count"):
+            return sum(1 for c in chosen if c.invited)
+        if key.endswith("unread_mention_count"):
+            return sum(c.mentions for c in chosen if not c.invited)
+        return sum(c.unread for c in chosen if not c.invited)

@@ -1,0 +1,294 @@
+"""HTTP to one account's provider: the only place that talks to upstream APIs.
+
+Everything providers would otherwise each re-implement lives here once: the concurrency bound,
+the per-request timeout, a cap on how much of a body is read, classification of failures into
+the fixed ``reason`` set, rate-limit headers and back-off, the daily budget ledger, request
+counting and the debug trace. Providers only build requests and read the decoded JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+
+from exporter.budget import DailyBudget
+from exporter.models import AccountConfig
+from exporter.providers.base import FetchError, Reason
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+DEFAULT_RATE_LIMIT_BACKOFF = 60.0
+MAX_RATE_LIMIT_BACKOFF = 86400.0
+RATE_LIMIT_STATUSES = frozenset({420, 429})  # Crisp answers 420 "Enhance Your Calm" too
+
+Clock = Callable[[], float]
+Params = Mapping[str, str] | Sequence[tuple[str, str]]
+ReasonRefiner = Callable[[int, Any], Reason | None]
+
+
+@dataclass(frozen=True)
+class Response:
+    """A successful (2xx) upstream answer with its JSON already decoded."""
+
+    status: int
+    body: Any
+    headers: CIMultiDictProxy[str]
+
+
+@dataclass
+class RateLimitState:
+    """What the provider told us about its rate limit, and until when we hold off."""
+
+    remaining: float | None = None
+    reset_at: float | None = None
+    blocked_until: float = 0.0
+
+
+@dataclass
+class UpstreamStats:
+    """Counters behind the exporter's self-metrics for one account."""
+
+    requests_by_status_class: Counter[str] = field(default_factory=Counter)
+
+
+def _epoch_or_delta(value: float, now: float) -> float:
+    """Interpret a reset header as epoch milliseconds, epoch seconds or seconds from now."""
+    if value > 1e11:
+        return value / 1000.0
+    if value > 1e9:
+        return value
+    return now + value
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw.split(";", 1)[0].strip())
+    except ValueError:
+        return None
+
+
+def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
+    """When a rate-limited account may be called again, from whatever the provider sent."""
+    retry_after = headers.get("Retry-After")
+    if retry_after is not None:
+        try:
+            return now + float(retry_after)
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
+            if parsed is not None:
+                return parsed.timestamp()
+    for name in ("X-RateLimit-RetryAfter", "X-RateLimit-Reset"):
+        number = _header_number(headers, name)
+        if number is not None:
+            return _epoch_or_delta(number, now)
+    if isinstance(body, dict) and isinstance(body.get("retryAfter"), int | float):
+        return now + float(body["retryAfter"])
+    return now + DEFAULT_RATE_LIMIT_BACKOFF
+
+
+def describe_error_body(raw: bytes) -> str:
+    """One short line from a provider's error body, whatever its envelope.
+
+    Crisp ``{"reason", "data": {"message"}}``, QuickBlox ``{"errors": [...]}`` or
+    ``{"errors": {"base": [...]}}``, IMKit ``{"RM", "error": {"code", "message"}}`` and
+    Sendbird ``{"code", "message"}`` are all recognised; anything else is summarised.
+    """
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        text = raw[:80].decode("utf-8", "replace").strip().replace("\n", " ")
+        return f"non-JSON body: {text!r}" if text else "empty body"
+    if not isinstance(body, dict):
+        return f"body: {str(body)[:120]}"
+    parts: list[str] = []
+    errors = body.get("errors")
+    if isinstance(errors, dict):
+        errors = [msg for messages in errors.values() for msg in (messages or [])]
+    if isinstance(errors, list):
+        parts.extend(str(e) for e in errors)
+    error = body.get("error")
+    if isinstance(error, dict):
+        parts.extend(str(error[k]) for k in ("code", "message") if k in error)
+    elif isinstance(error, str):
+        parts.append(error)
+    for key in ("reason", "code", "message", "RM"):
+        if key in body and not isinstance(body[key], dict | list):
+            parts.append(str(body[key]))
+    data = body.get("data")
+    if isinstance(data, dict) and "message" in data:
+        parts.append(str(data["message"]))
+    return "; ".join(dict.fromkeys(parts))[:200] or "error body without a message"
+
+
+def _status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+class Upstream:
+    """One account's view of the shared HTTP session."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        account: AccountConfig,
+        clock: Clock = time.time,
+        max_body_bytes: int = MAX_BODY_BYTES,
+    ) -> None:
+        self._session = session
+        self._semaphore = asyncio.Semaphore(account.max_concurrency)
+        self._timeout = aiohttp.ClientTimeout(total=account.timeout)
+        self._timeout_seconds = account.timeout
+        self._secrets = [s for s in account.secret_values() if len(s) >= 4]
+        self._clock = clock
+        self._max_body_bytes = max_body_bytes
+        self.stats = UpstreamStats()
+        self.rate_limit = RateLimitState()
+        self.budget = (
+            DailyBudget(account.daily_request_budget) if account.daily_request_budget else None
+        )
+        self.requests_this_round = 0
+        self.trace: list[str] = []
+
+    def redact(self, text: str) -> str:
+        """Remove every configured credential from text bound for logs or pages."""
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def start_round(self) -> None:
+        """Reset the per-refresh request count and trace."""
+        self.requests_this_round = 0
+        self.trace = []
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Params | None = None,
+        headers: Mapping[str, str] | None = None,
+        form: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        refine: ReasonRefiner | None = None,
+    ) -> Response:
+        """Make one request; return the decoded 2xx JSON or raise a classified FetchError.
+
+        ``refine`` lets a provider whose error codes live in the body (Sendbird answers 400 for
+        "user not found" and for a bad token) pick the reason; ``None`` keeps the status's.
+        """
+        now = self._clock()
+        if self.rate_limit.blocked_until > now:
+            wait = self.rate_limit.blocked_until - now
+            raise FetchError(Reason.RATE_LIMITED, f"holding off for {wait:.0f}s after a 429")
+        async with self._semaphore:
+            started = time.perf_counter()
+            self.requests_this_round += 1
+            if self.budget is not None:
+                self.budget.spend(self._clock())
+            try:
+                async with self._session.request(
+                    method,
+                    url,
+                    params=params,
+                    headers=headers,
+                    data=form,
+                    json=json_body,
+                    timeout=self._timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await self._read_capped(resp)
+                    status, resp_headers = resp.status, resp.headers
+            except TimeoutError:
+                self._note(method, url, "timeout", started)
+                raise FetchError(
+                    Reason.TIMEOUT, f"no answer within {self._timeout_seconds:g}s"
+                ) from None
+            except FetchError:
+                self._note(method, url, "body too large", started)
+                raise
+            except aiohttp.ClientError as exc:
+                self._note(method, url, type(exc).__name__, started)
+                raise FetchError(
+                    Reason.CONNECTION, self.redact(f"{type(exc).__name__}: {exc}")[:200]
+                ) from None
+        self._note(method, url, str(status), started)
+        self._read_rate_limit_headers(resp_headers)
+        if status >= 300:
+            raise self._http_error(status, resp_headers, raw, refine)
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            preview = describe_error_body(raw)
+            raise FetchError(Reason.BAD_RESPONSE, f"HTTP {status} {preview}") from None
+        return Response(status, body, resp_headers)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        """Read at most the cap; a larger body is refused, never buffered whole."""
+        declared = resp.content_length
+        if declared is not None and declared > self._max_body_bytes:
+            raise FetchError(
+                Reason.BAD_RESPONSE, f"body of {declared} bytes exceeds {self._max_body_bytes}"
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > self._max_body_bytes:
+                raise FetchError(Reason.BAD_RESPONSE, f"body exceeds {self._max_body_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _note(self, method: str, url: str, outcome: str, started: float) -> None:
+        status_class = _status_class(int(outcome)) if outcome.isdigit() else "error"
+        self.stats.requests_by_status_class[status_class] += 1
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        self.trace.append(self.redact(f"{method} {url} -> {outcome} in {elapsed_ms:.1f} ms"))
+
+    def _read_rate_limit_headers(self, headers: Mapping[str, str]) -> None:
+        remaining = _header_number(headers, "X-RateLimit-Remaining")
+        if remaining is not None:
+            self.rate_limit.remaining = remaining
+        reset = _header_number(headers, "X-RateLimit-Reset")
+        if reset is not None:
+            self.rate_limit.reset_at = _epoch_or_delta(reset, self._clock())
+
+    def _http_error(
+        self, status: int, headers: Mapping[str, str], raw: bytes, refine: ReasonRefiner | None
+    ) -> FetchError:
+        detail = self.redact(f"HTTP {status}: {describe_error_body(raw)}")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        reason = refine(status, body) if refine is not None else None
+        if status in RATE_LIMIT_STATUSES or reason is Reason.RATE_LIMITED:
+            now = self._clock()
+            retry_at = min(retry_at_from(headers, body, now), now + MAX_RATE_LIMIT_BACKOFF)
+            self.rate_limit.blocked_until = retry_at
+            self.rate_limit.reset_at = retry_at
+            return FetchError(Reason.RATE_LIMITED, f"{detail} (retry in {retry_at - now:.0f}s)")
+        if reason is not None:
+            return FetchError(reason, detail)
+        if status < 400:
+            return FetchError(Reason.BAD_RESPONSE, f"unexpected redirect: {detail}")
+        if status in (401, 403):
+            return FetchError(Reason.AUTH, detail)
+        if status == 404:
+            return FetchError(Reason.NOT_FOUND, detail)
+        if status >= 500:
+            return FetchError(Reason.HTTP_5XX, detail)
+        return FetchError(Reason.HTTP_4XX, detail)
