@@ -8,7 +8,8 @@ health probes may reach without credentials; it is empty by default, so that set
 ``basic_auth_users`` protects every path unless the file says otherwise.
 
 Where Python's ``ssl`` module cannot do what Go's ``crypto/tls`` does, this module refuses the
-setting with a message instead of silently doing something weaker; see docs/web-config.md.
+setting with a message, or does something stricter, never something weaker; see
+docs/web-config.md for the differences.
 
 Nothing here ever logs, prints or puts into an exception message a password or a password hash.
 """
@@ -296,6 +297,9 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
         where = exc.problem_mark or exc.context_mark
         position = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
         return f"malformed YAML{position}: {exc.problem or exc.context or 'syntax error'}"
+    if isinstance(exc, yaml.reader.ReaderError):
+        what = exc.reason if exc.encoding == "unicode" else f"not valid {exc.encoding} text"
+        return f"malformed YAML at offset {exc.position}: {what}"
     return f"malformed YAML: {type(exc).__name__}"
 
 

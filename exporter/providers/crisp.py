@@ -61,7 +61,9 @@ def _data(body: Any) -> Any:
 
 
 def _operator_unread(conversation: Any) -> int:
-    unread = conversation.get("unread") if isinstance(conversation, dict) else None
+    if not isinstance(conversation, dict):
+        raise FetchError(Reason.BAD_RESPONSE, "conversation list holds a non-object")
+    unread = conversation.get("unread")
     if unread is None or (isinstance(unread, dict) and "operator" not in unread):
         return 0  # Crisp omits the counter when nothing is unread on that side
     return count(conversation, "unread", "operator")

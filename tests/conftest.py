@@ -1,0 +1,222 @@
+"""Shared fixtures: simulated providers on loopback, an exporter built from YAML, and parsing.
+
+Every provider test talks HTTP to the simulators in ``exporter.simulator`` (which check auth
+headers, signatures and parameters as the real APIs do); nothing in the exporter is patched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.app import make_app
+from exporter.config import parse_config
+from exporter.service import Exporter
+from exporter.simulator import (
+    CrispConversation,
+    IMKitRoom,
+    SendbirdChannel,
+    Simulator,
+)
+
+WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
+VIP = "session_700c65e1-85e2-465a-b9ac-ecb5ec2c9881"
+QB_USER = 123
+QB_DIALOGS = ("5d753421a28f9a2596cb0f98", "5d75393ba28f9a17e1cb0f9e")
+IMKIT_TOKEN = "imkit-user-token-0123"
+WAITING_MS = 1_700_000_000_000
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+
+
+class FakeClock:
+    """A wall clock the test moves by hand (cache TTLs, budgets, rate-limit back-off)."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def populate(sim: Simulator) -> None:
+    """A fixed data set whose expected values the tests assert."""
+    conversations = {
+        f"session_{i:03d}": CrispConversation(
+            unread_operator=1, unread_visitor=0, waiting_since_ms=WAITING_MS + i * 1000
+        )
+        for i in range(1, 71)  # 70 conversations with 1 unread each: two pages of 50
+    }
+    conversations["session_resolved"] = CrispConversation(unread_operator=9, resolved=True)
+    conversations["session_visitor_only"] = CrispConversation(unread_visitor=4)
+    conversations[VIP] = CrispConversation(
+        unread_operator=2, unread_visitor=5, waiting_since_ms=WAITING_MS - 5000
+    )
+    sim.crisp.websites[WEBSITE] = conversations
+    sim.quickblox.unread[QB_USER] = {QB_DIALOGS[0]: 4, QB_DIALOGS[1]: 0, "other": 3}
+    sim.quickblox.users["agent"] = ("agent-password", QB_USER)
+    sim.imkit.rooms[IMKIT_TOKEN] = [
+        IMKitRoom(frozenset({"work", "project"}), 5),
+        IMKitRoom(frozenset({"work"}), 2),
+        IMKitRoom(frozenset({"personal"}), 1),
+    ]
+    sim.sendbird.channels["agent-42"] = [
+        SendbirdChannel("support", unread=6, mentions=1),
+        SendbirdChannel("support", super_group=True, unread=2, mentions=2),
+        SendbirdChannel("sales", unread=3),
+        SendbirdChannel("support", invited=True),
+    ]
+
+
+def config_yaml(sim: Simulator, extra: str = "") -> str:
+    """One account per provider against the simulators; ``extra`` is appended to each."""
+    indent = "".join(f"    {line}\n" for line in extra.splitlines())
+    return f"""\
+accounts:
+  - name: acme-crisp
+    provider: crisp
+    base_url: {sim.crisp.url}
+    website_id: {WEBSITE}
+    identifier: {sim.crisp.identifier}
+    key: {sim.crisp.key}
+{indent}    dialogs:
+      - name: backlog
+      - name: vip-visitor
+        session_id: {VIP}
+      - name: vip-operator
+        session_id: {VIP}
+        side: operator
+  - name: qb-support
+    provider: quickblox
+    base_url: {sim.quickblox.url}
+    api_key: {sim.quickblox.api_key}
+    on_behalf_of: {QB_USER}
+{indent}    dialogs:
+      - name: all
+      - name: escalations
+        dialog_id: {QB_DIALOGS[0]}
+      - name: quiet
+        dialog_id: {QB_DIALOGS[1]}
+  - name: imkit-app
+    provider: imkit
+    base_url: {sim.imkit.url}
+    client_key: {sim.imkit.client_key}
+    token: {IMKIT_TOKEN}
+{indent}    dialogs:
+      - name: all
+      - name: work
+        room_tags: [work]
+      - name: work-project
+        room_tags: [work, project]
+  - name: sb-prod
+    provider: sendbird
+    application_id: 2D7B4CDB-932F-4082-9B09-A1153792DC8D
+    base_url: {sim.sendbird.url}
+    api_token: {sim.sendbird.api_token}
+{indent}    dialogs:
+      - name: agent-42
+        user_id: agent-42
+      - name: agent-42-support
+        user_id: agent-42
+        custom_types: [support]
+        channels: non_super_group
+"""
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    simulator = Simulator()
+    await simulator.start()
+    populate(simulator)
+    yield simulator
+    await simulator.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def exporter_for(
+    clock: FakeClock,
+) -> AsyncIterator[Callable[[str], Awaitable[Exporter]]]:
+    """Build and start an Exporter from config text; closed after the test."""
+    started: list[Exporter] = []
+
+    async def build(text: str) -> Exporter:
+        exporter = Exporter(lambda: parse_config(text, "test.yaml"), clock=clock)
+        await exporter.start()
+        started.append(exporter)
+        return exporter
+
+    yield build
+    for exporter in started:
+        await exporter.close()
+
+
+@pytest.fixture
+async def scrape_client(
+    aiohttp_client: ClientFactory,
+    exporter_for: Callable[[str], Awaitable[Exporter]],
+) -> Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]:
+    """An HTTP client for an exporter app built from config text."""
+
+    async def build(text: str) -> TestClient[web.Request, web.Application]:
+        return await aiohttp_client(make_app(await exporter_for(text)))
+
+    return build
+
+
+def parse(text: str) -> Samples:
+    """Exposition text to {(sample name, labels): value}, through prometheus_client's parser."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = (sample.name, frozenset(sample.labels.items()))
+            assert key not in samples, f"duplicate series {key}"
+            samples[key] = sample.value
+    return samples
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    """The value of one series, or None when it is absent."""
+    return samples.get((name, frozenset(labels.items())))
+
+
+def dialog_values(samples: Samples, name: str, provider: str) -> dict[str, float]:
+    """{dialog: value} of one per-dialog metric for one provider."""
+    return {
+        dict(labels)["dialog"]: v
+        for (metric, labels), v in samples.items()
+        if metric == name and dict(labels).get("provider") == provider
+    }
+
+
+async def get_metrics(
+    client: TestClient[web.Request, web.Application], path: str = "/metrics", **headers: str
+) -> Samples:
+    response = await client.get(path, headers=headers)
+    assert response.status == 200, await response.text()
+    return parse(await response.text())
+
+
+@pytest.fixture
+def tmp_config(tmp_path: Path) -> Callable[[str], Path]:
+    """Write config text to a file in the test's temporary folder."""
+
+    def write(text: str) -> Path:
+        path = tmp_path / "config.yaml"
+        path.write_text(text)
+        return path
+
+    return write
