@@ -90,6 +90,7 @@ class Simulator:
             SendbirdChannel("support", invited=True),
         ]
         self.sendbird.channels["agent-7"] = [SendbirdChannel("support", unread=1, mentions=1)]
+        self.sendbird.rate_limit_per_second = 100  # so the demo shows rate-limit headroom
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""

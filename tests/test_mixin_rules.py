@@ -1,0 +1,252 @@
+"""The Prometheus side of the monitoring mixin: rule files, their unit tests, example configs.
+
+promtool (Debian package ``prometheus``) runs ``check rules``, ``test rules`` and ``check
+config``; without it those tests skip, unless ``CHAT_UNREAD_REQUIRE_PROMETHEUS=1`` (CI) makes
+them fail. The structural checks below need only PyYAML.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMETHEUS_DIR = ROOT / "prometheus"
+RULES_DIR = PROMETHEUS_DIR / "rules"
+MAIN_RULES = RULES_DIR / "chat-unread.rules.yml"
+THRESHOLD_RULES = RULES_DIR / "chat-unread-thresholds.rules.yml"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+FIXTURE_RULE_FILES = sorted((RULES_DIR / "tests" / "fixtures").glob("*.yml"))
+UNIT_TEST_FILES = sorted((RULES_DIR / "tests").glob("*.yml"))
+CONFIG_FILES = sorted(PROMETHEUS_DIR.glob("*.yml"))
+README = PROMETHEUS_DIR / "README.md"
+SEVERITIES = {"critical", "warning", "info"}
+EXPORTER_JOB = "chat-unread-exporter"
+
+
+def _rel(path: Path) -> str:
+    return str(path.relative_to(ROOT))
+
+
+def _promtool() -> str:
+    """The promtool binary, or skip (fail when CHAT_UNREAD_REQUIRE_PROMETHEUS=1)."""
+    path = shutil.which("promtool")
+    if path is None:
+        reason = "promtool is not on PATH (install the Debian package prometheus)"
+        if os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail(f"{reason}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1 requires it")
+        pytest.skip(reason)
+    return path
+
+
+def _run_promtool(*args: str, cwd: Path) -> str:
+    """Run promtool and assert exit 0, showing its whole output otherwise."""
+    result = subprocess.run(
+        [_promtool(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+    assert result.returncode == 0, f"promtool {' '.join(args)} exited {result.returncode}\n{output}"
+    return output
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    assert isinstance(data, dict), f"{_rel(path)} is not a YAML mapping"
+    return cast(dict[str, Any], data)
+
+
+def _rules(path: Path) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for group in _load_yaml(path)["groups"]:
+        rules.extend(group.get("rules") or [])
+    return rules
+
+
+def _alerts() -> dict[str, dict[str, Any]]:
+    return {rule["alert"]: rule for rule in _rules(MAIN_RULES) if "alert" in rule}
+
+
+def _alert_rule_tests() -> list[tuple[Path, dict[str, Any]]]:
+    cases: list[tuple[Path, dict[str, Any]]] = []
+    for path in UNIT_TEST_FILES:
+        for test in _load_yaml(path).get("tests") or []:
+            for case in test.get("alert_rule_test") or []:
+                cases.append((path, case))
+    return cases
+
+
+# --------------------------------------------------------------------------- promtool
+
+
+def test_mixin_files_exist() -> None:
+    assert MAIN_RULES in RULE_FILES
+    assert THRESHOLD_RULES in RULE_FILES
+    assert UNIT_TEST_FILES, "no rule unit tests in prometheus/rules/tests/"
+    names = {path.name for path in CONFIG_FILES}
+    assert {"prometheus.yml", "prometheus-probe.yml"} <= names
+    assert README.is_file()
+
+
+@pytest.mark.parametrize(
+    "rule_file", [*RULE_FILES, *FIXTURE_RULE_FILES], ids=lambda path: _rel(path)
+)
+def test_promtool_check_rules(rule_file: Path) -> None:
+    output = _run_promtool("check", "rules", rule_file.name, cwd=rule_file.parent)
+    assert "SUCCESS" in output, output
+
+
+@pytest.mark.parametrize("test_file", UNIT_TEST_FILES, ids=lambda path: _rel(path))
+def test_promtool_test_rules(test_file: Path) -> None:
+    # rule_files in a unit test resolve relative to the test file's directory.
+    output = _run_promtool("test", "rules", test_file.name, cwd=test_file.parent)
+    assert "SUCCESS" in output, output
+
+
+@pytest.mark.parametrize("config_file", CONFIG_FILES, ids=lambda path: _rel(path))
+def test_promtool_check_config(config_file: Path) -> None:
+    # Run from elsewhere: rule_files must resolve relative to the config file, not the cwd.
+    output = _run_promtool("check", "config", str(config_file), cwd=ROOT / "tests")
+    assert "is valid prometheus config file syntax" in output, output
+    assert "FAILED" not in output, output
+
+
+# --------------------------------------------------------------------------- rules
+
+
+def test_every_alert_has_severity_summary_and_description() -> None:
+    alerts = _alerts()
+    assert alerts
+    for name, rule in alerts.items():
+        assert re.fullmatch(r"ChatUnread[A-Za-z]+", name), name
+        assert rule.get("labels", {}).get("severity") in SEVERITIES, name
+        annotations = rule.get("annotations", {})
+        assert annotations.get("summary", "").strip(), f"{name}: no summary"
+        assert "{{" in annotations.get("description", ""), f"{name}: description not templated"
+
+
+def test_descriptions_name_the_alert_labels() -> None:
+    """Where an alert carries account/dialog (per the unit tests), its texts name them."""
+    alerts = _alerts()
+    carried: dict[str, set[str]] = {name: set() for name in alerts}
+    for _path, case in _alert_rule_tests():
+        for expected in case.get("exp_alerts") or []:
+            carried[case["alertname"]].update(expected.get("exp_labels", {}))
+    for name, labels in carried.items():
+        description = alerts[name]["annotations"]["description"]
+        summary = alerts[name]["annotations"]["summary"]
+        for label in ("account", "dialog"):
+            if label in labels:
+                assert f"$labels.{label}" in description, f"{name}: description lacks {label}"
+                assert f"$labels.{label}" in summary, f"{name}: summary lacks {label}"
+        if "account" not in labels:
+            # Exporter-level alerts name the target instead, and what it affects.
+            for label in labels & {"instance", "job"}:
+                assert f"$labels.{label}" in description, f"{name}: description lacks {label}"
+            assert "dialog" in description.lower(), f"{name}: affected dialogs not named"
+
+
+def test_every_alert_is_unit_tested_firing_and_not_firing() -> None:
+    fires: set[str] = set()
+    quiet: set[str] = set()
+    for _path, case in _alert_rule_tests():
+        (fires if case.get("exp_alerts") else quiet).add(case["alertname"])
+    alerts = set(_alerts())
+    assert alerts - fires == set(), "alerts never tested firing"
+    assert alerts - quiet == set(), "alerts never tested not firing"
+    assert (fires | quiet) - alerts == set(), "unit tests name alerts that do not exist"
+
+
+def test_firing_expectations_carry_the_rule_severity() -> None:
+    alerts = _alerts()
+    for path, case in _alert_rule_tests():
+        for expected in case.get("exp_alerts") or []:
+            severity = alerts[case["alertname"]]["labels"]["severity"]
+            assert expected["exp_labels"]["severity"] == severity, (path.name, case)
+
+
+def test_unit_tests_load_the_shipped_rules() -> None:
+    for path in UNIT_TEST_FILES:
+        rule_files = [
+            (path.parent / name).resolve() for name in _load_yaml(path).get("rule_files", [])
+        ]
+        assert MAIN_RULES in rule_files, f"{path.name} does not test {_rel(MAIN_RULES)}"
+
+
+def test_thresholds_are_overridable_and_documented() -> None:
+    """Every threshold the alerts use has an :override series, a default and documentation."""
+    main = MAIN_RULES.read_text(encoding="utf-8")
+    records = {rule["record"] for rule in _rules(MAIN_RULES) if "record" in rule}
+    thresholds = {
+        name for name in records if name.endswith("_threshold") or name.endswith("_sla_seconds")
+    }
+    assert "chat_unread:backlog_threshold" in thresholds
+    overrides = {rule["record"] for rule in _rules(THRESHOLD_RULES)}
+    readme = README.read_text(encoding="utf-8")
+    header = THRESHOLD_RULES.read_text(encoding="utf-8")
+    for name in thresholds:
+        assert f"{name}:override" in main, f"{name} cannot be overridden"
+        assert f"{name}:override" in overrides, f"{_rel(THRESHOLD_RULES)} lacks {name}"
+        assert name in readme, f"{name} is not documented in {_rel(README)}"
+        assert name in header, f"{name} is not documented in {_rel(THRESHOLD_RULES)}"
+        assert any(name in str(rule.get("expr", "")) for rule in _alerts().values()), name
+    # Only overrides live in the thresholds file.
+    assert all(name.endswith(":override") for name in overrides), overrides
+
+
+# --------------------------------------------------------------------------- configs
+
+
+def _scrape_configs(path: Path) -> dict[str, dict[str, Any]]:
+    return {job["job_name"]: job for job in _load_yaml(path)["scrape_configs"]}
+
+
+@pytest.mark.parametrize("config_file", CONFIG_FILES, ids=lambda path: _rel(path))
+def test_configs_load_the_rules(config_file: Path) -> None:
+    config = _load_yaml(config_file)
+    rule_files = {(config_file.parent / name).resolve() for name in config["rule_files"]}
+    assert rule_files == {MAIN_RULES, THRESHOLD_RULES}
+    jobs = _scrape_configs(config_file)
+    # ChatUnreadExporterAbsent looks for this job.
+    assert EXPORTER_JOB in jobs
+    assert jobs[EXPORTER_JOB].get("metrics_path", "/metrics") == "/metrics"
+
+
+def test_plain_config_scrapes_metrics() -> None:
+    job = _scrape_configs(PROMETHEUS_DIR / "prometheus.yml")[EXPORTER_JOB]
+    targets = [t for static in job["static_configs"] for t in static["targets"]]
+    assert targets == ["chat-unread-exporter:9866"]
+
+
+@pytest.mark.parametrize("name", ["prometheus-probe.yml", "prometheus-sharded.yml"])
+def test_probe_configs_relabel_account_to_param(name: str) -> None:
+    job = _scrape_configs(PROMETHEUS_DIR / name)[f"{EXPORTER_JOB}-probe"]
+    assert job["metrics_path"] == "/probe"
+    relabel = job["relabel_configs"]
+    assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_account"}
+    assert relabel[1] == {"source_labels": ["__param_account"], "target_label": "instance"}
+    assert relabel[-1]["target_label"] == "__address__"
+    assert ":9866" in relabel[-1]["replacement"]
+    # The self-metrics job must not duplicate the per-dialog series the probes deliver.
+    drop = _scrape_configs(PROMETHEUS_DIR / name)[EXPORTER_JOB]["metric_relabel_configs"]
+    assert drop[0]["action"] == "drop"
+    for metric in ("chat_unread_messages", "chat_unread_up"):
+        assert re.fullmatch(drop[0]["regex"], metric), metric
+
+
+def test_sharded_config_uses_hashmod() -> None:
+    job = _scrape_configs(PROMETHEUS_DIR / "prometheus-sharded.yml")[f"{EXPORTER_JOB}-probe"]
+    actions = [rule.get("action", "replace") for rule in job["relabel_configs"]]
+    assert actions.count("hashmod") == 2
+    assert "keep" in actions

@@ -1,0 +1,480 @@
+"""End to end: the demo exporter scraped by a real Prometheus with the shipped configs and rules.
+
+Starts ``python -m exporter --demo`` and two Prometheus servers on free loopback ports: one
+with prometheus/prometheus.yml (plain /metrics scrape), one with prometheus/prometheus-probe.yml
+(multi-target /probe?account=...), both rewritten only to point at the demo exporter and to
+scrape and evaluate every second. Then, through Prometheus' HTTP API: the demo's series arrive
+with exactly the contract's labels, every dashboard query returns data, the rules load and
+evaluate, and an alert that the demo data must trigger does.
+
+Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheus) unless
+``CHAT_UNREAD_REQUIRE_PROMETHEUS=1``. Every wait polls against a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARD = ROOT / "grafana" / "dashboards" / "chat-unread.json"
+PROMETHEUS_DIR = ROOT / "prometheus"
+RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.rules.yml"))
+CONFIGS = {"plain": "prometheus.yml", "probe": "prometheus-probe.yml"}
+EXPORTER_PORT_IN_CONFIGS = ":9866"
+
+# The demo's accounts and dialogs (docs/DESIGN-NOTES.md).
+DEMO_DIALOGS = {
+    ("crisp", "demo-crisp", "backlog"),
+    ("crisp", "demo-crisp", "vip-visitor"),
+    ("quickblox", "demo-quickblox", "all"),
+    ("quickblox", "demo-quickblox", "escalations"),
+    ("quickblox", "demo-quickblox", "sales"),
+    ("imkit", "demo-imkit", "all"),
+    ("imkit", "demo-imkit", "work"),
+    ("sendbird", "demo-sendbird", "agent-42"),
+    ("sendbird", "demo-sendbird", "agent-7"),
+}
+DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})
+SERIES_LABELS = {"__name__", "provider", "account", "dialog", "job", "instance"}
+
+METRIC_RE = re.compile(r"\b(chat_unread_[a-z_]+)\b")
+# Dashboard variables, as Grafana would fill them with every label variable on "All".
+VARIABLE_VALUES = {
+    "$provider": ".*",
+    "$account": ".*",
+    "$dialog": ".*",
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1m",
+}
+
+STARTUP_TIMEOUT = 20.0
+DATA_TIMEOUT = 30.0
+POLL_INTERVAL = 0.25
+
+T = TypeVar("T")
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} is not on PATH (install the Debian package prometheus)"
+        if os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1":
+            pytest.fail(f"{reason}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1 requires it")
+        pytest.skip(reason)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@dataclass
+class Server:
+    """A subprocess listening on a loopback URL, with its combined output in a log file."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")[-6000:]
+
+    def check_alive(self) -> None:
+        code = self.process.poll()
+        assert code is None, f"{self.name} exited with {code}:\n{self.output()}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _start(name: str, command: list[str], port: int, directory: Path) -> Server:
+    log = directory / f"{name}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=directory
+        )
+    return Server(name, f"http://127.0.0.1:{port}", process, log)
+
+
+def _poll(check: Callable[[], T | None], what: str, servers: list[Server], timeout: float) -> T:
+    """Call ``check`` until it returns something other than None, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for server in servers:
+            server.check_alive()
+        result = check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {s.name}\n{s.output()}" for s in servers)
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
+        time.sleep(POLL_INTERVAL)
+
+
+def _wait_ready(server: Server, path: str) -> None:
+    def ready() -> bool | None:
+        try:
+            status, _body = _get(server.url + path, timeout=2)
+        except OSError:
+            return None
+        return True if status == 200 else None
+
+    _poll(ready, f"{server.name} {path}", [server], STARTUP_TIMEOUT)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    _binary("prometheus")  # skip before starting anything when Prometheus is missing
+    directory = tmp_path_factory.mktemp("exporter")
+    port = _free_port()
+    server = _start(
+        "exporter",
+        [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
+        port,
+        directory,
+    )
+    try:
+        _wait_ready(server, "/-/ready")
+        yield server
+    finally:
+        server.stop()
+
+
+def _test_config(name: str, exporter_address: str) -> dict[str, Any]:
+    """A shipped example config, pointed at the demo exporter and sped up to 1 s."""
+    path = PROMETHEUS_DIR / CONFIGS[name]
+    config = cast(dict[str, Any], yaml.safe_load(path.read_text(encoding="utf-8")))
+    config["global"]["scrape_interval"] = "1s"
+    config["global"]["evaluation_interval"] = "1s"
+    config["rule_files"] = [str((path.parent / rule).resolve()) for rule in config["rule_files"]]
+    config.pop("alerting", None)
+    for job in config["scrape_configs"]:
+        job["scrape_interval"] = "1s"
+        job["scrape_timeout"] = "1s"
+        for static in job.get("static_configs", []):
+            targets = static["targets"]
+            if any(target.endswith(EXPORTER_PORT_IN_CONFIGS) for target in targets):
+                static["targets"] = [exporter_address]
+            else:  # probe targets: the demo's account names
+                static["targets"] = DEMO_ACCOUNTS
+        for relabel in job.get("relabel_configs", []):
+            if str(relabel.get("replacement", "")).endswith(EXPORTER_PORT_IN_CONFIGS):
+                relabel["replacement"] = exporter_address
+    return config
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    """Both example setups, started together so their warm-up overlaps."""
+    binary = _binary("prometheus")
+    exporter_address = exporter.url.removeprefix("http://")
+    servers: dict[str, Server] = {}
+    try:
+        for name in CONFIGS:
+            directory = tmp_path_factory.mktemp(f"prometheus-{name}")
+            config_file = directory / "prometheus.yml"
+            config_file.write_text(
+                yaml.safe_dump(_test_config(name, exporter_address)), encoding="utf-8"
+            )
+            port = _free_port()
+            servers[name] = _start(
+                f"prometheus-{name}",
+                [
+                    binary,
+                    f"--config.file={config_file}",
+                    f"--storage.tsdb.path={directory / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                port,
+                directory,
+            )
+        for server in servers.values():
+            _wait_ready(server, "/-/ready")
+        yield servers
+    finally:
+        for server in servers.values():
+            server.stop()
+
+
+# --------------------------------------------------------------------------- API helpers
+
+
+def _api(server: Server, path: str, **params: str) -> Any:
+    url = f"{server.url}/api/v1/{path}"
+    if params:
+        url += "?" + urllib.parse.urlencode(params)
+    status, body = _get(url)
+    answer = json.loads(body)
+    assert status == 200, f"{url} -> {status}: {answer}"
+    assert answer.get("status") == "success", f"{url} -> {answer}"
+    return answer["data"]
+
+
+def _query(server: Server, expr: str) -> list[dict[str, Any]]:
+    data = _api(server, "query", query=expr)
+    if data["resultType"] == "scalar":
+        return [{"metric": {}, "value": data["result"]}]
+    return cast(list[dict[str, Any]], data["result"])
+
+
+def _substitute_variables(expr: str) -> str:
+    for name, value in VARIABLE_VALUES.items():
+        expr = expr.replace(name, value)
+    assert "$" not in expr, f"unknown variable left in {expr}"
+    return expr
+
+
+def _dashboard_exprs() -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs: list[str] = []
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            if "expr" in target:
+                exprs.append(target["expr"])
+    return exprs
+
+
+def _demo_metric_names(exporter: Server) -> set[str]:
+    """Metric names the demo exporter serves at least one sample of."""
+    status, body = _get(exporter.url + "/metrics")
+    assert status == 200
+    names = set()
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            names.add(line.split("{", 1)[0].split(" ", 1)[0])
+    return names
+
+
+# --------------------------------------------------------------------------- tests
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/probe?account=demo-sendbird&account=demo-crisp"])
+def test_demo_output_passes_promtool_check_metrics(exporter: Server, path: str) -> None:
+    promtool = _binary("promtool")
+    status, body = _get(exporter.url + path)
+    assert status == 200, body
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
+    )
+    output = (result.stdout + result.stderr).decode()
+    assert result.returncode == 0, output
+    assert output.strip() == "", output
+
+
+@pytest.mark.parametrize("setup", list(CONFIGS))
+def test_unread_messages_arrive_with_the_contract_labels(
+    exporter: Server, prometheus: dict[str, Server], setup: str
+) -> None:
+    server = prometheus[setup]
+
+    def all_dialogs() -> list[dict[str, Any]] | None:
+        series = _query(server, "chat_unread_messages")
+        found = {
+            (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in series
+        }
+        return series if found >= DEMO_DIALOGS else None
+
+    series = _poll(
+        all_dialogs, "chat_unread_messages of every demo dialog", [exporter, server], DATA_TIMEOUT
+    )
+    found = [
+        (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in series
+    ]
+    assert sorted(found) == sorted(DEMO_DIALOGS), "missing, extra or duplicated series"
+    assert {provider for provider, _a, _d in found} == {"crisp", "quickblox", "imkit", "sendbird"}
+    for item in series:
+        labels = item["metric"]
+        assert set(labels) == SERIES_LABELS, labels
+        if setup == "plain":
+            assert labels["job"] == "chat-unread-exporter"
+            assert labels["instance"] == exporter.url.removeprefix("http://")
+        else:  # one target per account, named after it
+            assert labels["job"] == "chat-unread-exporter-probe"
+            assert labels["instance"] == labels["account"]
+
+
+def test_probe_setup_scrapes_one_target_per_account(
+    exporter: Server, prometheus: dict[str, Server]
+) -> None:
+    server = prometheus["probe"]
+
+    def targets_up() -> list[dict[str, Any]] | None:
+        up = _query(server, 'up{job="chat-unread-exporter-probe"} == 1')
+        return up if len(up) == len(DEMO_ACCOUNTS) else None
+
+    up = _poll(targets_up, "every probe target up", [exporter, server], DATA_TIMEOUT)
+    assert sorted(item["metric"]["instance"] for item in up) == DEMO_ACCOUNTS
+    # The self-metrics job keeps the exporter's own metrics and drops the per-dialog ones.
+    own = _poll(
+        lambda: (
+            _query(server, 'chat_unread_fetch_duration_seconds{job="chat-unread-exporter"}') or None
+        ),
+        "the exporter's own metrics",
+        [exporter, server],
+        DATA_TIMEOUT,
+    )
+    assert len(own) == len(DEMO_ACCOUNTS)
+    assert _query(server, 'chat_unread_up{job="chat-unread-exporter"}') == []
+
+
+@pytest.mark.parametrize("setup", list(CONFIGS))
+def test_every_dashboard_query_returns_data(
+    exporter: Server, prometheus: dict[str, Server], setup: str
+) -> None:
+    server = prometheus[setup]
+    served = _demo_metric_names(exporter)
+    pending: dict[str, str] = {}  # query sent -> dashboard expr
+    not_in_demo: dict[str, set[str]] = {}
+    for expr in _dashboard_exprs():
+        missing = set(METRIC_RE.findall(expr)) - served
+        if missing:
+            not_in_demo[expr] = missing
+        pending[_substitute_variables(expr)] = expr
+
+    def remaining() -> dict[str, str] | None:
+        for query in list(pending):
+            # A query Prometheus rejects fails here at once, with its error.
+            if _query(server, query):
+                del pending[query]
+        waiting = {q: e for q, e in pending.items() if e not in not_in_demo}
+        return pending if not waiting else None
+
+    empty = _poll(remaining, "data for every dashboard query", [exporter, server], DATA_TIMEOUT)
+    # Only queries of metrics the demo does not serve (yet) may stay empty; they were still
+    # accepted by Prometheus above.
+    for expr in empty.values():
+        warnings.warn(
+            f"dashboard query has no data because the demo serves no {sorted(not_in_demo[expr])}:"
+            f" {expr}",
+            stacklevel=1,
+        )
+
+
+def test_dashboard_variables_find_the_demo(exporter: Server, prometheus: dict[str, Server]) -> None:
+    server = prometheus["plain"]
+
+    def values(label: str, match: str) -> list[str]:
+        return cast(list[str], _api(server, f"label/{label}/values", **{"match[]": match}))
+
+    _poll(
+        lambda: values("dialog", "chat_unread_up") or None,
+        "chat_unread_up",
+        [exporter, server],
+        DATA_TIMEOUT,
+    )
+    # label_values(chat_unread_up, provider) etc., every variable on "All" (.*)
+    assert set(values("provider", "chat_unread_up")) == {p for p, _a, _d in DEMO_DIALOGS}
+    assert values("account", 'chat_unread_up{provider=~".*"}') == DEMO_ACCOUNTS
+    assert set(values("dialog", 'chat_unread_up{provider=~".*",account=~".*"}')) == {
+        d for _p, _a, d in DEMO_DIALOGS
+    }
+    assert values("dialog", 'chat_unread_up{provider=~"sendbird",account=~".*"}') == [
+        "agent-42",
+        "agent-7",
+    ]
+
+
+@pytest.mark.parametrize("setup", list(CONFIGS))
+def test_rules_load_and_evaluate(
+    exporter: Server, prometheus: dict[str, Server], setup: str
+) -> None:
+    server = prometheus[setup]
+    shipped: dict[str, int] = {}
+    for path in RULE_FILES:
+        for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"]:
+            shipped[group["name"]] = len(group.get("rules") or [])
+
+    def evaluated() -> list[dict[str, Any]] | None:
+        groups = cast(list[dict[str, Any]], _api(server, "rules")["groups"])
+        rules = [rule for group in groups for rule in group["rules"]]
+        evaluated_all = all(rule["health"] != "unknown" for rule in rules)
+        return groups if rules and evaluated_all else None
+
+    groups = _poll(evaluated, "a first evaluation of every rule", [exporter, server], DATA_TIMEOUT)
+    assert {group["name"]: len(group["rules"]) for group in groups} == shipped
+    for group in groups:
+        for rule in group["rules"]:
+            assert rule["health"] == "ok", (group["name"], rule)
+            assert not rule.get("lastError"), (group["name"], rule)
+
+    # The thresholds follow the demo's dialogs (shipped global defaults: 100 and 900 s).
+    def thresholds() -> list[dict[str, Any]] | None:
+        series = _query(server, "chat_unread:backlog_threshold")
+        return series if len(series) == len(DEMO_DIALOGS) else None
+
+    series = _poll(thresholds, "chat_unread:backlog_threshold", [exporter, server], DATA_TIMEOUT)
+    assert {float(item["value"][1]) for item in series} == {100.0}
+    sla = _query(server, "chat_unread:oldest_unread_sla_seconds")
+    assert {float(item["value"][1]) for item in sla} == {900.0}
+    accounts = _query(server, "chat_unread:rate_limit_remaining_threshold")
+    assert sorted(item["metric"]["account"] for item in accounts) == DEMO_ACCOUNTS
+
+
+def test_demo_backlog_triggers_the_sla_alert(
+    exporter: Server, prometheus: dict[str, Server]
+) -> None:
+    """The demo's Crisp backlog has conversations waiting for up to an hour (> 15 min SLA)."""
+    server = prometheus["plain"]
+
+    def sla_alert() -> dict[str, Any] | None:
+        for alert in _api(server, "alerts")["alerts"]:
+            if alert["labels"]["alertname"] == "ChatUnreadOldestUnreadOverSLA":
+                return cast(dict[str, Any], alert)
+        return None
+
+    alert = _poll(sla_alert, "ChatUnreadOldestUnreadOverSLA", [exporter, server], DATA_TIMEOUT)
+    assert alert["state"] in ("pending", "firing")
+    assert alert["labels"]["account"] == "demo-crisp"
+    assert alert["labels"]["dialog"] == "backlog"
+    assert alert["labels"]["severity"] == "critical"
+    assert "demo-crisp" in alert["annotations"]["description"]
+    # The demo exporter is healthy: none of the exporter-health alerts is even pending.
+    names = {a["labels"]["alertname"] for a in _api(server, "alerts")["alerts"]}
+    assert not names & {
+        "ChatUnreadExporterDown",
+        "ChatUnreadExporterAbsent",
+        "ChatUnreadDialogFailing",
+        "ChatUnreadConfigReloadFailed",
+    }, names
