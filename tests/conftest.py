@@ -193,6 +193,25 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
+ACCOUNT_OF = {
+    "crisp": "acme-crisp",
+    "quickblox": "qb-support",
+    "imkit": "imkit-app",
+    "sendbird": "sb-prod",
+}
+
+
+def errors_of(samples: Samples, provider: str, reason: str, account: str = "") -> float | None:
+    """``chat_unread_fetch_errors_total`` for one reason of an account of ``config_yaml``."""
+    return value(
+        samples,
+        "chat_unread_fetch_errors_total",
+        provider=provider,
+        account=account or ACCOUNT_OF[provider],
+        reason=reason,
+    )
+
+
 def dialog_values(samples: Samples, name: str, provider: str) -> dict[str, float]:
     """{dialog: value} of one per-dialog metric for one provider."""
     return {

@@ -15,17 +15,19 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from exporter.simulator import FakeProvider, Fault, Simulator
-from tests.conftest import QB_DIALOGS, config_yaml, dialog_values, get_metrics, parse, value
+from tests.conftest import (
+    QB_DIALOGS,
+    config_yaml,
+    dialog_values,
+    errors_of,
+    get_metrics,
+    parse,
+)
 
 ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
 
 PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
-ACCOUNTS = {
-    "crisp": "acme-crisp",
-    "quickblox": "qb-support",
-    "imkit": "imkit-app",
-    "sendbird": "sb-prod",
-}
+
 SB_KEYS = (
     "group_channel_unread_message_count",
     "group_channel_unread_mention_count",
@@ -108,8 +110,7 @@ async def test_failure_stays_with_its_provider(
     assert ups
     assert set(ups.values()) == {0.0}
     assert dialog_values(samples, "chat_unread_messages", provider) == {}
-    labels = {"provider": provider, "account": ACCOUNTS[provider], "reason": reason}
-    errors = value(samples, "chat_unread_fetch_errors_total", **labels)
+    errors = errors_of(samples, provider, reason)
     assert errors is not None
     assert errors >= 1
     for other in PROVIDERS:
@@ -138,13 +139,7 @@ async def test_crisp_420_enhance_your_calm_is_a_rate_limit(
     client = await scrape_client(config_yaml(sim))
     sim.crisp.fault = Fault.answer(420, {"error": True, "reason": "rate_limited", "data": {}})
     samples = await get_metrics(client)
-    errors = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="crisp",
-        account="acme-crisp",
-        reason="rate_limited",
-    )
+    errors = errors_of(samples, "crisp", "rate_limited")
     assert errors == 3.0
 
 
@@ -155,13 +150,7 @@ async def test_imkit_rc_error_under_http_200_is_an_error(
     sim.imkit.fault = Fault.answer(200, {"RC": 401, "RM": "Unauthorized"})
     samples = await get_metrics(client)
     assert set(dialog_values(samples, "chat_unread_up", "imkit").values()) == {0.0}
-    auth = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="imkit",
-        account="imkit-app",
-        reason="auth",
-    )
+    auth = errors_of(samples, "imkit", "auth")
     assert auth == 3.0
 
 
@@ -171,26 +160,14 @@ async def test_sendbird_unknown_user_is_not_found(
     del sim.sendbird.channels["agent-42"]
     client = await scrape_client(config_yaml(sim))
     samples = await get_metrics(client)
-    errors = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="sendbird",
-        account="sb-prod",
-        reason="not_found",
-    )
+    errors = errors_of(samples, "sendbird", "not_found")
     assert errors == 2.0  # Sendbird answers 400 with code 400201; the code decides the reason
 
 
 async def test_sendbird_wrong_token_is_auth(sim: Simulator, scrape_client: ScrapeClient) -> None:
     client = await scrape_client(config_yaml(sim).replace(sim.sendbird.api_token, "wrong-token"))
     samples = await get_metrics(client)
-    auth = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="sendbird",
-        account="sb-prod",
-        reason="auth",
-    )
+    auth = errors_of(samples, "sendbird", "auth")
     assert auth == 2.0
 
 
@@ -200,11 +177,5 @@ async def test_unknown_crisp_website_is_not_found(
     sim.crisp.websites = {}
     client = await scrape_client(config_yaml(sim))
     samples = await get_metrics(client)
-    found = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="crisp",
-        account="acme-crisp",
-        reason="not_found",
-    )
+    found = errors_of(samples, "crisp", "not_found")
     assert found == 3.0

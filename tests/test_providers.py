@@ -15,6 +15,7 @@ from tests.conftest import (
     WAITING_MS,
     config_yaml,
     dialog_values,
+    errors_of,
     get_metrics,
     value,
 )
@@ -171,13 +172,7 @@ async def test_quickblox_wrong_secret_is_an_error_not_a_value(
     samples = await get_metrics(client)
     assert dialog_values(samples, "chat_unread_up", "quickblox") == {"all": 0.0, "escalations": 0.0}
     assert dialog_values(samples, "chat_unread_messages", "quickblox") == {}
-    errors = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="quickblox",
-        account="qb-app",
-        reason="http_4xx",
-    )
+    errors = errors_of(samples, "quickblox", "http_4xx", account="qb-app")
     assert errors == 2.0  # 422 "Unexpected signature", one per dialog
 
 

@@ -14,7 +14,15 @@ from aiohttp.test_utils import TestClient
 from exporter.scrape import observe_all
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
-from tests.conftest import FakeClock, config_yaml, dialog_values, get_metrics, parse, value
+from tests.conftest import (
+    FakeClock,
+    config_yaml,
+    dialog_values,
+    errors_of,
+    get_metrics,
+    parse,
+    value,
+)
 
 ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
 ExporterFactory = Callable[[str], Awaitable[Exporter]]
@@ -208,13 +216,7 @@ async def test_slow_account_is_cut_at_the_deadline_and_the_rest_is_served(
         "escalations": 0.0,
         "quiet": 0.0,
     }
-    timeouts = value(
-        samples,
-        "chat_unread_fetch_errors_total",
-        provider="quickblox",
-        account="qb-support",
-        reason="timeout",
-    )
+    timeouts = errors_of(samples, "quickblox", "timeout")
     assert timeouts == 3.0
     assert dialog_values(samples, "chat_unread_messages", "crisp")["backlog"] == 72.0
 
