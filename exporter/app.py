@@ -78,6 +78,18 @@ async def metrics(request: web.Request) -> web.Response:
     return _render(request, registry)
 
 
+async def exporter_metrics(request: web.Request) -> web.Response:
+    """Only the exporter's self-metrics, with no upstream fetch.
+
+    For the multi-target setup: Probes collect the dialogs, and this endpoint lets Prometheus
+    watch the exporter itself without making it fetch every account a second time.
+    """
+    exporter = request.app[EXPORTER_KEY]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(SelfCollector(exporter.runtimes.values(), _status(exporter), time.time()))
+    return _render(request, registry)
+
+
 async def probe(request: web.Request) -> web.Response:
     """Only the accounts named by ``account=`` or ``provider=`` (multi-target pattern)."""
     exporter = request.app[EXPORTER_KEY]
@@ -189,7 +201,8 @@ async def landing(request: web.Request) -> web.Response:
 tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>chat-unread-exporter {html.escape(__version__)}</h1>
 <p>Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird).</p>
-<p><a href="metrics">/metrics</a> &middot; <a href="-/healthy">/-/healthy</a> &middot;
+<p><a href="metrics">/metrics</a> &middot;
+<a href="exporter-metrics">/exporter-metrics</a> &middot; <a href="-/healthy">/-/healthy</a> &middot;
 <a href="-/ready">/-/ready</a> &middot; config: {html.escape(status)}</p>
 <table><tr><th>provider</th><th>account</th><th>dialog</th><th>last result</th>
 <th>error</th><th>fetch duration</th><th>age</th><th></th></tr>
@@ -206,6 +219,7 @@ def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)
+    app.router.add_get("/exporter-metrics", exporter_metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", reload)

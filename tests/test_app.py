@@ -182,3 +182,20 @@ async def test_reload_keeps_old_config_on_error_and_unchanged_accounts(
         assert exporter.runtimes["imkit-app"] is not imkit_runtime  # changed: fresh
     finally:
         await exporter.close()
+
+
+async def test_exporter_metrics_fetch_nothing(sim: Simulator, scrape_client: ScrapeClient) -> None:
+    client = await scrape_client(config_yaml(sim))
+    samples = await get_metrics(client, "/exporter-metrics")
+    assert sum(len(p.requests) for p in sim.providers) == 0
+    assert value(samples, "chat_unread_exporter_build_info", version="0.1.0") == 1.0
+    assert (
+        value(samples, "chat_unread_cache_misses_total", provider="imkit", account="imkit-app") == 0
+    )
+    assert not any(name == "chat_unread_up" for name, _ in samples)
+
+    await get_metrics(client, "/probe?account=imkit-app")
+    after = await get_metrics(client, "/exporter-metrics")
+    assert (
+        value(after, "chat_unread_cache_misses_total", provider="imkit", account="imkit-app") == 1
+    )
