@@ -202,7 +202,8 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>chat-unread-exporter {html.escape(__version__)}</h1>
 <p>Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird).</p>
 <p><a href="metrics">/metrics</a> &middot;
-<a href="exporter-metrics">/exporter-metrics</a> &middot; <a href="-/healthy">/-/healthy</a> &middot;
+<a href="exporter-metrics">/exporter-metrics</a> &middot;
+<a href="-/healthy">/-/healthy</a> &middot;
 <a href="-/ready">/-/ready</a> &middot; config: {html.escape(status)}</p>
 <table><tr><th>provider</th><th>account</th><th>dialog</th><th>last result</th>
 <th>error</th><th>fetch duration</th><th>age</th><th></th></tr>

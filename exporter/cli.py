@@ -37,29 +37,43 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--config.file",
         dest="config_file",
         default="config.yaml",
+        metavar="PATH",
         help="YAML file listing accounts and dialogs (default: %(default)s)",
     )
     parser.add_argument(
         "--config.check",
         dest="config_check",
         action="store_true",
-        help="validate the config file, print the result and exit 0 or 1",
+        help="validate the config file (and --web.config.file, if given), print the result "
+        "and exit 0 or 1",
     )
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
         default=DEFAULT_LISTEN,
+        metavar="[HOST]:PORT",
         help="address to listen on, [host]:port (default: %(default)s)",
     )
     parser.add_argument(
         "--web.config.file",
         dest="web_config_file",
         default=None,
+        metavar="PATH",
         help="TLS and basic auth, in the Prometheus exporter-toolkit format",
     )
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=sorted(LEVELS))
     parser.add_argument(
-        "--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"]
+        "--log.level",
+        dest="log_level",
+        default="info",
+        choices=list(LEVELS),
+        help="only log messages of this level or above: %(choices)s (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--log.format",
+        dest="log_format",
+        default="logfmt",
+        choices=["logfmt", "json"],
+        help="log line format on stderr: %(choices)s (default: %(default)s)",
     )
     parser.add_argument(
         "--demo",
@@ -79,18 +93,40 @@ def parse_listen_address(address: str) -> tuple[str | None, int]:
     return (host or None), int(port_text)
 
 
-def check_config(path: str) -> int:
-    """``--config.check``: report and exit status, never serve."""
+class StartupError(Exception):
+    """Serving cannot begin (e.g. the listen address cannot be bound); the message says why."""
+
+
+def _print_problems(headline: str, problems: Sequence[str]) -> None:
+    print(headline, file=sys.stderr)
+    for problem in problems:
+        print(f"  {problem}", file=sys.stderr)
+
+
+def check_config(path: str, web_config_file: str | None = None) -> int:
+    """``--config.check``: report and exit status, never serve.
+
+    The web config is checked too when given, so that a deployment pipeline's check covers
+    everything the exporter would refuse at startup.
+    """
+    status = 0
     try:
         config = load_config(path)
     except ConfigError as exc:
-        print(f"config {path} is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 1
-    dialogs = sum(len(a.dialogs) for a in config.accounts)
-    print(f"config {path} is valid: {len(config.accounts)} accounts, {dialogs} dialogs")
-    return 0
+        _print_problems(f"config {path} is invalid:", exc.problems)
+        status = 1
+    else:
+        dialogs = sum(len(a.dialogs) for a in config.accounts)
+        print(f"config {path} is valid: {len(config.accounts)} accounts, {dialogs} dialogs")
+    if web_config_file:
+        try:
+            web_config = load_web_config(web_config_file)
+        except WebConfigError as exc:
+            _print_problems(f"web config {web_config_file} is invalid:", exc.problems)
+            status = 1
+        else:
+            print(f"web config {web_config_file} is valid: {web_config.describe()}")
+    return status
 
 
 async def serve(args: argparse.Namespace) -> int:
@@ -122,7 +158,12 @@ async def serve(args: argparse.Namespace) -> int:
             make_app(exporter, middlewares), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
         )
         await runner.setup()
-        await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        try:
+            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+        except OSError as exc:
+            await runner.cleanup()
+            reason = exc.strerror or str(exc)
+            raise StartupError(f"cannot listen on {args.listen}: {reason}") from None
         log.info("listening", extra={"address": args.listen, "tls": ssl_context is not None})
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -147,17 +188,16 @@ def _reload_quietly(exporter: Exporter) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script and ``python -m exporter``; returns the exit status."""
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
     if args.config_check:
-        return check_config(args.config_file)
+        return check_config(args.config_file, args.web_config_file)
     try:
         return asyncio.run(serve(args))
     except ConfigError as exc:
-        print(f"cannot start: config {args.config_file} is invalid:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+        _print_problems(f"cannot start: config {args.config_file} is invalid:", exc.problems)
         return 1
-    except (WebConfigError, ValueError, OSError) as exc:
+    except (WebConfigError, StartupError, ValueError, OSError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1

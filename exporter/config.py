@@ -247,3 +247,4 @@ def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> E
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror}"]) from None
     return parse_config(text, str(path), environ)
+MAX_NODES = 100_000
