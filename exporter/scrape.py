@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 Source = Literal["fresh", "shared", "cache", "budget"]
 
+# A refresh (all of an account's requests, e.g. many Crisp pages) may take at most this many
+# request timeouts (30 s at the default 5 s); scrapes that join a refresh in flight then get a
+# fresh attempt instead of waiting on one that cannot finish.
+ROUND_LIMIT_TIMEOUTS = 6
+
 
 @dataclass(frozen=True, slots=True)
 class DialogResult:
@@ -168,8 +173,14 @@ class AccountRuntime:
             else:
                 self._count_error(dialog, outcome)
 
+        limit = ROUND_LIMIT_TIMEOUTS * self.account.timeout
         try:
-            await self.fetcher.fetch(self.account.dialogs, record)
+            async with asyncio.timeout(limit):
+                await self.fetcher.fetch(self.account.dialogs, record)
+        except TimeoutError:  # many slow pages or retries: give up so the next scrape retries
+            for dialog in self.account.dialogs:
+                if dialog.name not in round_.outcomes:
+                    record(dialog.name, FetchError(Reason.TIMEOUT, f"refresh exceeded {limit:g}s"))
         except Exception:  # a provider bug must not take other dialogs or the scrape down
             log.exception("fetch failed unexpectedly account=%s", self.account.name)
             for dialog in self.account.dialogs:

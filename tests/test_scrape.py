@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from exporter.providers.base import FetchError, Reason
 from exporter.scrape import observe_all
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
@@ -238,3 +239,26 @@ async def test_partial_results_are_served_when_one_dialog_is_slow(
         "vip-visitor": 1.0,
         "vip-operator": 1.0,
     }
+
+
+async def test_a_refresh_that_never_ends_is_abandoned(
+    sim: Simulator, exporter_for: ExporterFactory
+) -> None:
+    only_crisp = config_yaml(sim, extra="timeout: 100ms").split("  - name: qb-support")[0]
+    exporter = await exporter_for(only_crisp)
+    runtime = exporter.runtimes["acme-crisp"]
+    sim.crisp.latency = 0.05  # every page answers in time, but the backlog never ends
+    sim.crisp.fault = Fault.answer(
+        200,
+        {"error": False, "reason": "resolved", "data": [{"unread": {"operator": 1}}] * 50},
+        path_contains="/conversations/",
+    )
+    await observe_all([runtime], 0.1)
+    assert runtime.last_round is not None
+    assert runtime.last_round.task is not None
+    await asyncio.wait_for(runtime.last_round.task, timeout=10)  # ends by itself at its limit
+    outcome = runtime.last_round.outcomes["backlog"]
+    assert isinstance(outcome, FetchError)
+    assert outcome.reason is Reason.TIMEOUT
+    assert outcome.detail == "refresh exceeded 0.6s"
+    assert 5 <= len(sim.crisp.calls("/conversations/")) < 20
