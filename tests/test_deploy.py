@@ -33,6 +33,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import ConfigError, load_config
 
@@ -68,7 +69,9 @@ SECRET_FIELDS = {
     "client_key",
     "api_token",
 }
-# Per-dialog series: on /metrics they duplicate what the Probes collect per account.
+# Self-metrics only, no upstream fetch: what the ServiceMonitor scrapes next to the Probes.
+SELF_METRICS_PATH = "/exporter-metrics"
+# Per-dialog series: the Probes collect them per account; /exporter-metrics serves none.
 DIALOG_METRICS = (
     "chat_unread_messages",
     "chat_unread_mentions",
@@ -753,6 +756,26 @@ def _check_duration(value: Any, where: str) -> None:
     assert _DURATION.fullmatch(value), f"{where}: {value!r} is not a Prometheus duration"
 
 
+_DURATION_UNITS = {
+    "ms": 0.001,
+    "s": 1,
+    "m": 60,
+    "h": 3600,
+    "d": 86400,
+    "w": 7 * 86400,
+    "y": 365 * 86400,
+}
+
+
+def _seconds(value: Any) -> float:
+    """A Prometheus duration such as ``1m30s`` in seconds."""
+    _check_duration(value, "duration")
+    return sum(
+        int(number) * _DURATION_UNITS[unit]
+        for number, unit in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", value)
+    )
+
+
 def test_crd_manifests_structure() -> None:
     for name, doc in k8s_docs():
         if not is_crd(doc):
@@ -906,14 +929,14 @@ def test_servicemonitor_targets_the_service() -> None:
     assert endpoints
     for endpoint in endpoints:
         assert endpoint["port"] in port_names
-        assert endpoint.get("path", "/metrics") == "/metrics"
-        dropped = [r for r in endpoint.get("metricRelabelings", []) if r.get("action") == "drop"]
-        # The per-dialog series come from the Probes; /metrics must not store them again.
-        for metric in DIALOG_METRICS:
-            assert any(re.fullmatch(r["regex"], metric) for r in dropped), metric
-        assert not any(
-            re.fullmatch(r["regex"], "chat_unread_fetch_duration_seconds") for r in dropped
-        )
+        # Self-metrics only: the per-dialog series come from the Probes, and /metrics would make
+        # every pod fetch every account again on each scrape.
+        assert endpoint.get("path", "/metrics") == SELF_METRICS_PATH
+        # Nothing to drop (a leftover rule could only hide self-metrics).
+        assert not endpoint.get("metricRelabelings"), endpoint["metricRelabelings"]
+        # No upstream fetch behind it: a normal interval, not the 2m a fetching scrape needed.
+        assert _seconds(endpoint["interval"]) <= 60
+        assert _seconds(endpoint["scrapeTimeout"]) < _seconds(endpoint["interval"])
 
 
 def test_probes_cover_every_account_once() -> None:
@@ -1121,7 +1144,11 @@ def servicemonitor_scrape_config(address: str) -> dict[str, Any]:
 
 
 class _FakeExporter(BaseHTTPRequestHandler):
-    """Answers /probe?account=X for that account and /metrics for all, recording requests."""
+    """The exporter's endpoints in miniature, recording every request.
+
+    /probe?account=X: X's dialog series; /metrics: every account's dialog series plus the
+    self-metrics; /exporter-metrics: the self-metrics only.
+    """
 
     requests: list[str] = []  # noqa: RUF012 - shared on purpose, reset per test
     lock = threading.Lock()
@@ -1131,13 +1158,14 @@ class _FakeExporter(BaseHTTPRequestHandler):
         query = urllib.parse.parse_qs(url.query)
         with self.lock:
             self.requests.append(self.path)
-        accounts = query.get("account", []) if url.path == "/probe" else ["all"]
+        accounts = {"/probe": query.get("account", []), "/metrics": ["all"]}.get(url.path, [])
         lines = []
         for account in accounts:
             labels = f'provider="crisp",account="{account}",dialog="backlog"'
             lines += [f"chat_unread_up{{{labels}}} 1", f"chat_unread_messages{{{labels}}} 3"]
-        if url.path == "/metrics":
+        if url.path in ("/metrics", SELF_METRICS_PATH):
             lines.append('chat_unread_fetch_duration_seconds{provider="crisp",account="all"} 0.1')
+            lines.append('chat_unread_exporter_build_info{version="0.1.0"} 1')
         body = ("\n".join(lines) + "\n").encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -1270,6 +1298,23 @@ def query_prometheus(port: int, promql: str) -> list[dict[str, Any]]:
     return result
 
 
+def scrape_counters(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The per-account scrape and upstream request counters an exporter endpoint serves."""
+    counted = (
+        "chat_unread_cache_hits_total",
+        "chat_unread_cache_misses_total",
+        "chat_unread_upstream_requests_total",
+    )
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name in counted
+    }
+
+
 def test_probe_and_servicemonitor_relabeling_in_prometheus(
     tmp_path: Path, fake_exporter: tuple[str, list[str]]
 ) -> None:
@@ -1312,10 +1357,15 @@ def test_probe_and_servicemonitor_relabeling_in_prometheus(
         assert not [name for name in labels if name.startswith("exported_")], labels
     assert sorted(s["metric"]["account"] for s in probe_series) == accounts
 
-    # The ServiceMonitor keeps the self-metrics and drops the per-dialog series.
+    # The ServiceMonitor asks for the self-metrics only, never for /metrics (which would fetch
+    # every account again), and gets no per-dialog series from it.
+    paths = {urllib.parse.urlsplit(r).path for r in requests}
+    assert SELF_METRICS_PATH in paths
+    assert paths == {"/probe", SELF_METRICS_PATH}, paths
     names = {s["metric"]["__name__"] for s in own}
-    assert "chat_unread_fetch_duration_seconds" in names
+    assert {"chat_unread_fetch_duration_seconds", "chat_unread_exporter_build_info"} <= names
     assert not names & set(DIALOG_METRICS), names
+    assert not [s for s in own if "dialog" in s["metric"]], own
 
 
 def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
@@ -1353,11 +1403,19 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
             "rule_files": [str(path) for path in PROMETHEUS_RULES],
             "scrape_configs": [*scrape_configs, monitor],
         }
+        own_job = json.dumps(monitor["job_name"])
         with running_prometheus(config, tmp_path) as port:
             wait_for(
                 lambda: (
                     len(query_prometheus(port, "up == 1")) == len(probes) + 1
                     and len(query_prometheus(port, "chat_unread:dialogs")) == 9
+                    # The Probes' fetches show in the pod's self-metrics.
+                    and len(
+                        query_prometheus(
+                            port, f"chat_unread_fetch_duration_seconds{{job={own_job}}}"
+                        )
+                    )
+                    == len(probes)
                 ),
                 "every target up and the recording rules evaluated",
                 timeout=45,
@@ -1367,16 +1425,35 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
                 port, "count by (provider, account, dialog) (chat_unread_messages) > 1"
             )
             build_info = query_prometheus(port, "chat_unread_exporter_build_info")
+            own_targets = query_prometheus(port, f"up{{job={own_job}}}")
+            own_dialog_series = query_prometheus(port, f'{{job={own_job},dialog!=""}}')
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/rules", timeout=5) as r:
                 groups = json.load(r)["data"]["groups"]
 
-    # Nine demo dialogs, all fetched, each stored once (from its Probe, not again via /metrics).
+        # Prometheus is gone, so only this test scrapes the exporter now. Scraping the
+        # ServiceMonitor's path neither fetches upstream nor counts as a scrape of an account:
+        # once a fetch still in flight has finished, the counters it serves stand still.
+        monitor_url = f"http://127.0.0.1:{exporter_port}{monitor['metrics_path']}"
+        readings = [scrape_counters(monitor_url)]
+        assert readings[0], "no per-account counters on the ServiceMonitor's path"
+
+        def settled() -> bool:
+            readings.append(scrape_counters(monitor_url))
+            return readings[-1] == readings[-2]
+
+        wait_for(settled, "scrapes of the self-metrics to stop changing them", timeout=10)
+
+    # Nine demo dialogs, all fetched, each stored once: from its Probe, none from the monitor.
     assert len(up) == 9
     assert all(s["value"][1] == "1" for s in up), up
     assert all(s["metric"]["instance"] == s["metric"]["account"] for s in up)
     assert not [n for s in up for n in s["metric"] if n.startswith("exported_")]
     assert not duplicates, duplicates
+    assert {s["metric"]["job"] for s in up} == {p["spec"]["jobName"] for p in probes}
+    # The ServiceMonitor's target is up and brings the self-metrics, and no dialog series.
+    assert [s["value"][1] for s in own_targets] == ["1"]
     assert [s["metric"]["job"] for s in build_info] == [monitor["job_name"]]
+    assert not own_dialog_series, own_dialog_series
     unhealthy = [
         (rule["name"], rule.get("lastError"))
         for group in groups

@@ -29,6 +29,9 @@ CONFIG_FILES = sorted(PROMETHEUS_DIR.glob("*.yml"))
 README = PROMETHEUS_DIR / "README.md"
 SEVERITIES = {"critical", "warning", "info"}
 EXPORTER_JOB = "chat-unread-exporter"
+PROBE_JOB = f"{EXPORTER_JOB}-probe"
+# The exporter's self-metrics alone, without an upstream fetch (next to a probe job).
+SELF_METRICS_PATH = "/exporter-metrics"
 
 
 def _rel(path: Path) -> str:
@@ -220,7 +223,10 @@ def test_configs_load_the_rules(config_file: Path) -> None:
     jobs = _scrape_configs(config_file)
     # ChatUnreadExporterAbsent looks for this job.
     assert EXPORTER_JOB in jobs
-    assert jobs[EXPORTER_JOB].get("metrics_path", "/metrics") == "/metrics"
+    # Alone it scrapes everything; next to a probe job, which collects the dialogs, only the
+    # self-metrics (/metrics would fetch every account again and store every dialog twice).
+    expected = SELF_METRICS_PATH if PROBE_JOB in jobs else "/metrics"
+    assert jobs[EXPORTER_JOB].get("metrics_path", "/metrics") == expected
 
 
 def test_plain_config_scrapes_metrics() -> None:
@@ -231,22 +237,23 @@ def test_plain_config_scrapes_metrics() -> None:
 
 @pytest.mark.parametrize("name", ["prometheus-probe.yml", "prometheus-sharded.yml"])
 def test_probe_configs_relabel_account_to_param(name: str) -> None:
-    job = _scrape_configs(PROMETHEUS_DIR / name)[f"{EXPORTER_JOB}-probe"]
+    job = _scrape_configs(PROMETHEUS_DIR / name)[PROBE_JOB]
     assert job["metrics_path"] == "/probe"
     relabel = job["relabel_configs"]
     assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_account"}
     assert relabel[1] == {"source_labels": ["__param_account"], "target_label": "instance"}
     assert relabel[-1]["target_label"] == "__address__"
     assert ":9866" in relabel[-1]["replacement"]
-    # The self-metrics job must not duplicate the per-dialog series the probes deliver.
-    drop = _scrape_configs(PROMETHEUS_DIR / name)[EXPORTER_JOB]["metric_relabel_configs"]
-    assert drop[0]["action"] == "drop"
-    for metric in ("chat_unread_messages", "chat_unread_up"):
-        assert re.fullmatch(drop[0]["regex"], metric), metric
+    # The self-metrics job reads /exporter-metrics, which has no per-dialog series to drop and
+    # makes no upstream fetch, so it needs no relabeling and no long interval.
+    own = _scrape_configs(PROMETHEUS_DIR / name)[EXPORTER_JOB]
+    assert own["metrics_path"] == SELF_METRICS_PATH
+    assert not own.get("metric_relabel_configs"), own["metric_relabel_configs"]
+    assert own.get("scrape_interval") in (None, "15s", "30s", "60s", "1m")
 
 
 def test_sharded_config_uses_hashmod() -> None:
-    job = _scrape_configs(PROMETHEUS_DIR / "prometheus-sharded.yml")[f"{EXPORTER_JOB}-probe"]
+    job = _scrape_configs(PROMETHEUS_DIR / "prometheus-sharded.yml")[PROBE_JOB]
     actions = [rule.get("action", "replace") for rule in job["relabel_configs"]]
     assert actions.count("hashmod") == 2
     assert "keep" in actions

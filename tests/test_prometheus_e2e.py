@@ -2,9 +2,10 @@
 
 Starts ``python -m exporter --demo`` and two Prometheus servers on free loopback ports: one
 with prometheus/prometheus.yml (plain /metrics scrape), one with prometheus/prometheus-probe.yml
-(multi-target /probe?account=...), both rewritten only to point at the demo exporter and to
-scrape and evaluate every second. Then, through Prometheus' HTTP API: the demo's series arrive
-with exactly the contract's labels, every dashboard query returns data, the rules load and
+(multi-target /probe?account=..., self-metrics from /exporter-metrics), both rewritten only to
+point at the demo exporter and to scrape and evaluate every second. Then, through Prometheus'
+HTTP API: the demo's series arrive with exactly the contract's labels (in the probe setup from
+the probe job only, each dialog once), every dashboard query returns data, the rules load and
 evaluate, and an alert that the demo data must trigger does.
 
 Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheus) unless
@@ -54,6 +55,18 @@ DEMO_DIALOGS = {
 }
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})
 SERIES_LABELS = {"__name__", "provider", "account", "dialog", "job", "instance"}
+EXPORTER_JOB = "chat-unread-exporter"
+PROBE_JOB = f"{EXPORTER_JOB}-probe"
+# Per-dialog series (docs/DESIGN-NOTES.md); in the probe setup only the probe job has them.
+DIALOG_METRICS = (
+    "chat_unread_messages",
+    "chat_unread_mentions",
+    "chat_unread_invitations",
+    "chat_unread_conversations",
+    "chat_unread_oldest_unread_timestamp_seconds",
+    "chat_unread_up",
+    "chat_unread_last_success_timestamp_seconds",
+)
 
 METRIC_RE = re.compile(r"\b(chat_unread_[a-z_]+)\b")
 # Dashboard variables, as Grafana would fill them with every label variable on "All".
@@ -346,17 +359,49 @@ def test_probe_setup_scrapes_one_target_per_account(
 
     up = _poll(targets_up, "every probe target up", [exporter, server], DATA_TIMEOUT)
     assert sorted(item["metric"]["instance"] for item in up) == DEMO_ACCOUNTS
-    # The self-metrics job keeps the exporter's own metrics and drops the per-dialog ones.
+
+    # The self-metrics job scrapes /exporter-metrics, and its one target is up.
+    def own_targets() -> list[dict[str, Any]] | None:
+        active = cast(list[dict[str, Any]], _api(server, "targets")["activeTargets"])
+        own = [t for t in active if t["labels"]["job"] == EXPORTER_JOB]
+        return own if own and all(t["health"] == "up" for t in own) else None
+
+    targets = _poll(own_targets, "the self-metrics target up", [exporter, server], DATA_TIMEOUT)
+    assert [urllib.parse.urlsplit(t["scrapeUrl"]).path for t in targets] == ["/exporter-metrics"]
+    assert [s["value"][1] for s in _query(server, f'up{{job="{EXPORTER_JOB}"}}')] == ["1"]
+
+    # It brings the exporter's own metrics: per account (once the probes have fetched) ...
+    def own_metrics() -> list[dict[str, Any]] | None:
+        series = _query(server, f'chat_unread_fetch_duration_seconds{{job="{EXPORTER_JOB}"}}')
+        return series if len(series) >= len(DEMO_ACCOUNTS) else None
+
     own = _poll(
-        lambda: (
-            _query(server, 'chat_unread_fetch_duration_seconds{job="chat-unread-exporter"}') or None
-        ),
-        "the exporter's own metrics",
+        own_metrics,
+        "the exporter's own metrics for every account",
         [exporter, server],
         DATA_TIMEOUT,
     )
-    assert len(own) == len(DEMO_ACCOUNTS)
-    assert _query(server, 'chat_unread_up{job="chat-unread-exporter"}') == []
+    assert sorted(item["metric"]["account"] for item in own) == DEMO_ACCOUNTS
+    # ... and for the exporter, from that job alone (/probe does not serve them).
+    build_info = _query(server, "chat_unread_exporter_build_info")
+    assert [item["metric"]["job"] for item in build_info] == [EXPORTER_JOB]
+    reload_ok = _query(server, "chat_unread_exporter_config_last_reload_successful")
+    assert [(item["metric"]["job"], item["value"][1]) for item in reload_ok] == [
+        (EXPORTER_JOB, "1")
+    ]
+
+    # Its scrape returns no per-dialog series at all: those come only from the probe job.
+    assert _query(server, f'{{job="{EXPORTER_JOB}",dialog!=""}}') == []
+    for metric in DIALOG_METRICS:
+        assert _query(server, f'{metric}{{job!="{PROBE_JOB}"}}') == [], metric
+    # Each dialog is stored once, by the probe of its account.
+    dialogs = _query(server, "chat_unread_up")
+    assert sorted(
+        (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in dialogs
+    ) == sorted(DEMO_DIALOGS)
+    assert {s["metric"]["job"] for s in dialogs} == {PROBE_JOB}
+    duplicated = "count by (__name__, provider, account, dialog) ({dialog!=''}) > 1"
+    assert _query(server, duplicated) == []
 
 
 @pytest.mark.parametrize("setup", list(CONFIGS))
