@@ -10,6 +10,7 @@ import html
 import logging
 import time
 from collections.abc import Sequence
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -166,7 +167,7 @@ async def landing(request: web.Request) -> web.Response:
         account = runtime.account
         last = runtime.last_round
         duration = runtime.stats.last_fetch_duration
-        probe_link = f'<a href="probe?account={html.escape(name)}">probe</a>'
+        probe_link = f'<a href="probe?account={html.escape(quote(name, safe=""))}">probe</a>'
         for dialog in account.dialogs:
             outcome = last.outcomes.get(dialog.name) if last is not None else None
             if outcome is None:

@@ -48,9 +48,7 @@ def parse_duration(value: Any) -> float:
         except ValueError:
             parts = _DURATION_PART.findall(text)
             if not parts or "".join(n + u for n, u in parts) != text:
-                raise ValueError(
-                    f"{value!r} is not a duration (use e.g. 500ms, 30s, 5m, or seconds)"
-                ) from None
+                raise ValueError("not a duration (use e.g. 500ms, 30s, 5m, or seconds)") from None
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     else:
         raise ValueError("expected a duration such as 30s or a number of seconds")
@@ -108,8 +106,10 @@ class AccountConfig(FrozenModel):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http(s) URL such as https://api.example.com")
-        if parts.query or parts.fragment:
-            raise ValueError("must not carry a query or fragment")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("must not carry credentials; use the account's secret fields")
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise ValueError("must be scheme and host only (the API path is appended)")
         return value.rstrip("/")
 
     @field_validator("dialogs")

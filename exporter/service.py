@@ -59,7 +59,8 @@ class Exporter:
         except ConfigError as exc:
             self.reload_successful = False
             self.last_reload_error = str(exc)
-            log.error("config reload failed", extra={"problems": exc.problems})
+            what = "config reload failed" if self.config is not None else "config load failed"
+            log.error(what, extra={"problems": exc.problems})
             raise
         self._apply(config)
         self.reload_successful = True

@@ -100,8 +100,11 @@ def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
     return now + DEFAULT_RATE_LIMIT_BACKOFF
 
 
-def describe_error_body(raw: bytes) -> str:
-    """One short line from a provider's error body, whatever its envelope.
+def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
+    """One short, redacted line from a provider's error body, whatever its envelope.
+
+    ``redact`` runs before the line is shortened: cutting first could leave the head of a
+    credential that the provider echoed, which redaction would then no longer recognise.
 
     Crisp ``{"reason", "data": {"message"}}``, QuickBlox ``{"errors": [...]}`` or
     ``{"errors": {"base": [...]}}``, IMKit ``{"RM", "error": {"code", "message"}}`` and
@@ -110,10 +113,10 @@ def describe_error_body(raw: bytes) -> str:
     try:
         body = json.loads(raw)
     except ValueError:
-        text = raw[:80].decode("utf-8", "replace").strip().replace("\n", " ")
-        return f"non-JSON body: {text!r}" if text else "empty body"
+        text = redact(raw[:4096].decode("utf-8", "replace")).strip().replace("\n", " ")
+        return f"non-JSON body: {text[:80]!r}" if text else "empty body"
     if not isinstance(body, dict):
-        return f"body: {str(body)[:120]}"
+        return f"body: {redact(str(body))[:120]}"
     parts: list[str] = []
     errors = body.get("errors")
     if isinstance(errors, dict):
@@ -131,7 +134,7 @@ def describe_error_body(raw: bytes) -> str:
     data = body.get("data")
     if isinstance(data, dict) and "message" in data:
         parts.append(str(data["message"]))
-    return "; ".join(dict.fromkeys(parts))[:200] or "error body without a message"
+    return redact("; ".join(dict.fromkeys(parts)))[:200] or "error body without a message"
 
 
 def _status_class(status: int) -> str:
@@ -232,7 +235,7 @@ class Upstream:
         try:
             body = json.loads(raw)
         except ValueError:
-            preview = describe_error_body(raw)
+            preview = describe_error_body(raw, self.redact)
             raise FetchError(Reason.BAD_RESPONSE, f"HTTP {status} {preview}") from None
         return Response(status, body, resp_headers)
 
@@ -269,7 +272,7 @@ class Upstream:
     def _http_error(
         self, status: int, headers: Mapping[str, str], raw: bytes, refine: ReasonRefiner | None
     ) -> FetchError:
-        detail = self.redact(f"HTTP {status}: {describe_error_body(raw)}")
+        detail = f"HTTP {status}: {describe_error_body(raw, self.redact)}"
         try:
             body = json.loads(raw)
         except ValueError:
