@@ -6,10 +6,12 @@ for that request, so concurrent scrapes never share metric state.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aiohttp import web
@@ -48,12 +50,34 @@ def scrape_timeout(request: web.Request) -> float:
     return max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2)
 
 
-def _render(request: web.Request, registry: CollectorRegistry) -> web.Response:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-    response = web.Response(body=encoder(registry))
-    response.headers["Content-Type"] = content_type
+@dataclass
+class RenderedInFlight:
+    """/metrics bodies being fetched and rendered now, by content type.
+
+    Scrapes that arrive while one is in flight wait for its body instead of rendering their
+    own: at thousands of dialogs, rendering is a sizeable share of a scrape's CPU and memory.
+    """
+
+    bodies: dict[str, asyncio.Task[bytes]] = field(default_factory=dict)
+
+
+IN_FLIGHT_KEY = web.AppKey("metrics_in_flight", RenderedInFlight)
+
+
+async def _send(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
+    """Stream a rendered body (gzip when asked): aiohttp keeps the last ``web.Response`` of an
+    idle keep-alive connection alive, which would pin a multi-megabyte body per scraper."""
+    response = web.StreamResponse(headers={"Content-Type": content_type})
     response.enable_compression()
+    await response.prepare(request)
+    await response.write(body)
+    await response.write_eof()
     return response
+
+
+async def _render(request: web.Request, registry: CollectorRegistry) -> web.StreamResponse:
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return await _send(request, encoder(registry), content_type)
 
 
 def _status(exporter: Exporter) -> ExporterStatus:
@@ -68,18 +92,35 @@ async def _scrape(request: web.Request, runtimes: Sequence[AccountRuntime]) -> l
     return await observe_all(runtimes, scrape_timeout(request))
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     """Every configured account plus the exporter's self-metrics."""
     exporter = request.app[EXPORTER_KEY]
+    wait_seconds = scrape_timeout(request)
+    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    in_flight = request.app[IN_FLIGHT_KEY].bodies
+    task = in_flight.get(content_type)
+    if task is None:
+        task = asyncio.create_task(_fetch_and_render(exporter, encoder, wait_seconds))
+        in_flight[content_type] = task
+        task.add_done_callback(lambda _: in_flight.pop(content_type, None))
+    else:
+        for runtime in exporter.runtimes.values():
+            runtime.note_joined_scrape()
+    return await _send(request, await asyncio.shield(task), content_type)
+
+
+async def _fetch_and_render(
+    exporter: Exporter, encoder: Callable[[CollectorRegistry], bytes], wait_seconds: float
+) -> bytes:
     runtimes = list(exporter.runtimes.values())
-    results = await _scrape(request, runtimes)
+    results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
     registry.register(SelfCollector(runtimes, _status(exporter), time.time()))
-    return _render(request, registry)
+    return encoder(registry)
 
 
-async def exporter_metrics(request: web.Request) -> web.Response:
+async def exporter_metrics(request: web.Request) -> web.StreamResponse:
     """Only the exporter's self-metrics, with no upstream fetch.
 
     For the multi-target setup: Probes collect the dialogs, and this endpoint lets Prometheus
@@ -88,10 +129,10 @@ async def exporter_metrics(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SelfCollector(exporter.runtimes.values(), _status(exporter), time.time()))
-    return _render(request, registry)
+    return await _render(request, registry)
 
 
-async def probe(request: web.Request) -> web.Response:
+async def probe(request: web.Request) -> web.StreamResponse:
     """Only the accounts named by ``account=`` or ``provider=`` (multi-target pattern)."""
     exporter = request.app[EXPORTER_KEY]
     query = request.query
@@ -114,7 +155,7 @@ async def probe(request: web.Request) -> web.Response:
         return web.Response(text=_debug_trace(results, runtimes))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
-    return _render(request, registry)
+    return await _render(request, registry)
 
 
 def _debug_trace(results: Sequence[AccountResult], runtimes: Sequence[AccountRuntime]) -> str:
@@ -218,6 +259,7 @@ def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.
     """The aiohttp application; ``middlewares`` carries basic auth from --web.config.file."""
     app = web.Application(middlewares=list(middlewares))
     app[EXPORTER_KEY] = exporter
+    app[IN_FLIGHT_KEY] = RenderedInFlight()
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)

@@ -29,6 +29,9 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _PLAIN_COLLECTION_TAGS = frozenset({"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"})
 # Far more values than any real config holds; a file beyond it is refused, not walked.
 MAX_NODES = 100_000
+# libyaml's loader when PyYAML has it: composing a large file's node tree is about four times
+# faster and lighter (measured at 5,000 dialogs), with the same marks (lines) on every node.
+_FAST_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _UNREADABLE = object()  # a YAML value that could not be constructed (already reported)
 
 PathKey = tuple[str | int, ...]
@@ -306,6 +309,15 @@ def _read_secret_files(
     return item
 
 
+def _compose(text: str) -> yaml.Node | None:
+    """The YAML node tree, fast; a broken file is re-read by the pure-Python parser, whose
+    messages are more precise (it names a tab, for one)."""
+    try:
+        return yaml.compose(text, Loader=_FAST_LOADER)
+    except yaml.YAMLError:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def parse_config(
     text: str, source: str, environ: Mapping[str, str] | None = None, base_dir: Path | None = None
 ) -> ExporterConfig:
@@ -315,7 +327,7 @@ def parse_config(
     """
     walker = _Walker(source, os.environ if environ is None else environ)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""

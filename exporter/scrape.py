@@ -204,6 +204,10 @@ class AccountRuntime:
             },
         )
 
+    def note_joined_scrape(self) -> None:
+        """Count a scrape served by another scrape's results as a cache hit."""
+        self.stats.cache_hits += 1
+
     async def cancel(self) -> None:
         """Stop a refresh still in flight (shutdown)."""
         current = self._last_round

@@ -152,6 +152,7 @@ class Upstream:
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._session = session
+        self.max_concurrency = account.max_concurrency
         self._semaphore = asyncio.Semaphore(account.max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=account.timeout)
         self._timeout_seconds = account.timeout

@@ -80,7 +80,7 @@ class CrispFetcher:
         self._upstream = upstream
 
     async def fetch(self, dialogs: Sequence[CrispDialog], record: Record) -> None:
-        await fetch_each(dialogs, record, self._fetch_dialog)
+        await fetch_each(dialogs, record, self._fetch_dialog, self._upstream.max_concurrency)
 
     async def _fetch_dialog(self, dialog: CrispDialog) -> Reading:
         if dialog.session_id is None:

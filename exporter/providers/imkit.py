@@ -61,7 +61,7 @@ class IMKitFetcher:
         self._upstream = upstream
 
     async def fetch(self, dialogs: Sequence[IMKitDialog], record: Record) -> None:
-        await fetch_each(dialogs, record, self._fetch_dialog)
+        await fetch_each(dialogs, record, self._fetch_dialog, self._upstream.max_concurrency)
 
     async def _fetch_dialog(self, dialog: IMKitDialog) -> Reading:
         params = [("roomTags", tag) for tag in dialog.room_tags]

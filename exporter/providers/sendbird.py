@@ -68,7 +68,7 @@ class SendbirdFetcher:
         self._upstream = upstream
 
     async def fetch(self, dialogs: Sequence[SendbirdDialog], record: Record) -> None:
-        await fetch_each(dialogs, record, self._fetch_dialog)
+        await fetch_each(dialogs, record, self._fetch_dialog, self._upstream.max_concurrency)
 
     async def _fetch_dialog(self, dialog: SendbirdDialog) -> Reading:
         prefix = _KEY_PREFIX[dialog.channels]

@@ -1,0 +1,1 @@
+"""Benchmarks for chat-unread-exporter: ``python benchmarks/run.py`` (see README.md here)."""

@@ -1,0 +1,158 @@
+"""Reference points measured in the benchmark's own process, against the same simulators.
+
+* The floor: the same upstream requests made concurrently by a bare aiohttp loop (body read and
+  JSON-decoded, nothing else). Its CPU per request is what any aiohttp-based exporter must pay;
+  the exporter's CPU per dialog is judged against it.
+* The naive baseline: the same requests one after another, as a plain script would make them.
+  It shows what concurrency, batching and single-flight buy; since it costs ``requests x
+  latency`` of wall time, it is timed on an even sample and extrapolated.
+* Exposition: the exporter's own collectors rendering one scrape's results, timed in-process
+  (the exporter's HTTP handler gives no way to time rendering apart from fetching).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import aiohttp
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from benchmarks.scenario import PlannedRequest
+from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.config import parse_config
+from exporter.scrape import observe_all
+from exporter.service import Exporter
+
+# The exporter's default per-account bound (AccountConfig.max_concurrency); the floor keeps the
+# same shape of load so the simulators see the same number of connections.
+MAX_CONCURRENCY = 8
+
+
+async def _get(session: aiohttp.ClientSession, request: PlannedRequest) -> None:
+    async with session.get(
+        request.url, params=list(request.params), headers=dict(request.headers)
+    ) as response:
+        body = await response.read()
+        if response.status != 200:
+            raise RuntimeError(f"{request.url} answered {response.status}: {body[:200]!r}")
+        json.loads(body)
+
+
+@dataclass(frozen=True)
+class FloorResult:
+    """Median over runs of the bare loop's CPU per request and wall time per round."""
+
+    cpu_per_request_ms: float
+    wall_seconds: float
+    runs: int
+
+
+async def floor(requests: Sequence[PlannedRequest], runs: int) -> FloorResult:
+    """All requests concurrently (bounded per account like the exporter), ``runs`` times.
+
+    One warm-up round first opens the keep-alive connections, as the exporter's have been by
+    the time it is measured.
+    """
+    cpu: list[float] = []
+    wall: list[float] = []
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for run in range(runs + 1):
+            semaphores: dict[str, asyncio.Semaphore] = {}
+
+            async def one(
+                request: PlannedRequest, semaphores: dict[str, asyncio.Semaphore]
+            ) -> None:
+                semaphore = semaphores.setdefault(
+                    request.account, asyncio.Semaphore(MAX_CONCURRENCY)
+                )
+                async with semaphore:
+                    await _get(session, request)
+
+            cpu_start, wall_start = time.process_time(), time.perf_counter()
+            await asyncio.gather(*(one(r, semaphores) for r in requests))
+            if run > 0:
+                wall.append(time.perf_counter() - wall_start)
+                cpu.append((time.process_time() - cpu_start) / len(requests) * 1000)
+    return FloorResult(statistics.median(cpu), statistics.median(wall), runs)
+
+
+@dataclass(frozen=True)
+class NaiveResult:
+    """Sequential wall time, measured on ``sampled`` requests and scaled to ``total``."""
+
+    seconds: float
+    sampled: int
+    total: int
+
+
+async def naive_sequential(requests: Sequence[PlannedRequest], sample: int) -> NaiveResult:
+    """One request after another on one keep-alive session; ``sample`` 0 means all of them."""
+    if sample <= 0 or sample >= len(requests):
+        chosen = list(requests)
+    else:
+        step = len(requests) / sample
+        chosen = [requests[int(i * step)] for i in range(sample)]
+    async with aiohttp.ClientSession() as session:
+        await _get(session, chosen[0])  # open the connection outside the timing
+        started = time.perf_counter()
+        for request in chosen:
+            await _get(session, request)
+        elapsed = time.perf_counter() - started
+    return NaiveResult(elapsed * len(requests) / len(chosen), len(chosen), len(requests))
+
+
+@dataclass(frozen=True)
+class ExpositionResult:
+    """Median time to render one scrape's metrics, and to gzip them as aiohttp would."""
+
+    render_ms: float
+    gzip_ms: float
+    text_bytes: int
+    gzip_bytes: int
+    series: int
+
+
+async def exposition(config_yaml: str, dialogs: int, repeats: int) -> ExpositionResult:
+    """Fetch once with the exporter's own code, then time rendering those results.
+
+    The registry is built per render exactly as ``exporter.app.metrics`` builds it (dialog and
+    self collectors on a fresh ``CollectorRegistry``), and gzip uses zlib's default level as
+    aiohttp's response compression does.
+    """
+    service = Exporter(lambda: parse_config(config_yaml, "bench.yaml"))
+    await service.start()
+    try:
+        runtimes = list(service.runtimes.values())
+        results = await observe_all(runtimes, 60.0)
+        up = sum(1 for r in results for d in r.dialogs if d.error is None)
+        if up != dialogs:
+            raise RuntimeError(f"in-process fetch: {up} of {dialogs} dialogs up")
+        status = ExporterStatus("bench", True, time.time())
+        render: list[float] = []
+        gzip: list[float] = []
+        body = compressed = b""
+        for _ in range(repeats):
+            started = time.perf_counter()
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(DialogCollector(results))
+            registry.register(SelfCollector(runtimes, status, time.time()))
+            body = generate_latest(registry)
+            rendered = time.perf_counter()
+            compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+            compressed = compressor.compress(body) + compressor.flush()
+            render.append((rendered - started) * 1000)
+            gzip.append((time.perf_counter() - rendered) * 1000)
+    finally:
+        await service.close()
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
+    return ExpositionResult(
+        statistics.median(render), statistics.median(gzip), len(body), len(compressed), series
+    )

@@ -1,0 +1,24 @@
+"""Entry point: ``.venv/bin/python benchmarks/run.py [--quick]`` (or ``python -m benchmarks.run``).
+
+Run as a script, Python puts ``benchmarks/`` rather than the repository on ``sys.path``; the
+repository root is added so the ``benchmarks`` package (and the simulator child it starts with
+``python -m benchmarks.sim_server``) import the same way in both forms.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+
+def main() -> int:
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    from benchmarks.bench import main as bench_main
+
+    return bench_main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""The four simulated providers in a process of their own, populated for one scenario.
+
+Run as ``python -m benchmarks.sim_server --scenario 1k --latency 0.1``. Why a separate process:
+the simulators burn CPU answering thousands of requests per scrape; in the exporter's process
+(or the benchmark's) that CPU would be charged to the wrong party. The process prints one JSON
+line with the providers' base URLs and a control URL, then serves until SIGTERM or SIGINT.
+
+Control endpoints (on their own port, so they are never counted as upstream calls):
+``GET /counts`` returns requests received so far per provider (and ``crisp_pages`` for backlog
+pages, ``quickblox_sessions`` for session creations); ``POST /latency?seconds=X`` changes the
+latency added to every answer. Requests are counted in a middleware rather than through the
+simulators' request log, which would keep every request's headers for the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections import Counter
+
+from aiohttp import web
+
+from benchmarks import scenario as sc
+from exporter.simulator import (
+    CrispConversation,
+    FakeCrisp,
+    FakeIMKit,
+    FakeProvider,
+    FakeQuickBlox,
+    FakeSendbird,
+    IMKitRoom,
+    SendbirdChannel,
+)
+from exporter.simulator.base import Handler
+
+
+def populate(scenario: sc.Scenario) -> tuple[FakeCrisp, FakeQuickBlox, FakeIMKit, FakeSendbird]:
+    """Simulators holding the data that every dialog of ``scenario`` reads (all ``up 1``)."""
+    crisp = FakeCrisp(identifier=sc.CRISP_IDENTIFIER, key=sc.CRISP_KEY, record_requests=False)
+    quickblox = FakeQuickBlox(api_key=sc.QUICKBLOX_API_KEY, record_requests=False)
+    imkit = FakeIMKit(client_key=sc.IMKIT_CLIENT_KEY, record_requests=False)
+    sendbird = FakeSendbird(api_token=sc.SENDBIRD_API_TOKEN, record_requests=False)
+    now_ms = int(time.time() * 1000)
+    for a in range(scenario.crisp_accounts):
+        website: dict[str, CrispConversation] = {}
+        for d in range(scenario.crisp_sessions):
+            website[sc.session_id(a, d)] = CrispConversation(
+                unread_operator=1, unread_visitor=d % 3 + 1, waiting_since_ms=now_ms - d * 1000
+            )
+        for d in range(scenario.crisp_backlog_extra):
+            website[f"backlog_{d:05d}"] = CrispConversation(
+                unread_operator=2, waiting_since_ms=now_ms - 60_000 - d * 1000
+            )
+        # Conversations the backlog filters must skip: resolved ones and fully read ones.
+        for d in range(10):
+            website[f"resolved_{d:03d}"] = CrispConversation(unread_operator=5, resolved=True)
+            website[f"read_{d:03d}"] = CrispConversation()
+        crisp.websites[sc.website_id(a)] = website
+    for a, ids in enumerate(scenario.quickblox_ids):
+        quickblox.unread[sc.quickblox_user(a)] = {
+            sc.quickblox_dialog_id(a, d): d % 7 for d in range(ids)
+        }
+    for a in range(scenario.imkit_accounts):
+        imkit.rooms[sc.imkit_token(a)] = [
+            IMKitRoom(frozenset({tag}), i + 1) for i, tag in enumerate(sc.IMKIT_TAGS)
+        ]
+    for a in range(scenario.sendbird_accounts):
+        for d in range(scenario.sendbird_dialogs):
+            sendbird.channels[sc.sendbird_user(a, d)] = [
+                SendbirdChannel("support", unread=d % 5, mentions=d % 2),
+                SendbirdChannel("sales", super_group=True, unread=1),
+                SendbirdChannel("support", invited=True),
+            ]
+    return crisp, quickblox, imkit, sendbird
+
+
+def _kind(provider: str, path: str) -> str | None:
+    """The sub-count a request also goes to, if any."""
+    if provider == "crisp" and "/conversations/" in path:
+        return "crisp_pages"
+    if provider == "quickblox" and path.endswith("/session.json"):
+        return "quickblox_sessions"
+    return None
+
+
+async def start_provider(provider: FakeProvider, counts: Counter[str]) -> web.AppRunner:
+    """Serve one simulator with a counting middleware in front of its own."""
+
+    @web.middleware
+    async def count(request: web.Request, handler: Handler) -> web.StreamResponse:
+        counts[provider.name] += 1
+        kind = _kind(provider.name, request.path)
+        if kind is not None:
+            counts[kind] += 1
+        return await handler(request)
+
+    app = provider.make_app()
+    app.middlewares.insert(0, count)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+    provider.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    return runner
+
+
+async def serve(scenario: sc.Scenario, latency: float) -> None:
+    providers = populate(scenario)
+    counts: Counter[str] = Counter()
+    runners = [await start_provider(p, counts) for p in providers]
+    for provider in providers:
+        provider.latency = latency
+
+    async def get_counts(request: web.Request) -> web.Response:
+        return web.json_response(dict(counts))
+
+    async def set_latency(request: web.Request) -> web.Response:
+        seconds = float(request.query["seconds"])
+        for provider in providers:
+            provider.latency = seconds
+        return web.Response(text="ok\n")
+
+    control = web.Application()
+    control.router.add_get("/counts", get_counts)
+    control.router.add_post("/latency", set_latency)
+    control_runner = web.AppRunner(control, access_log=None)
+    await control_runner.setup()
+    await web.TCPSite(control_runner, "127.0.0.1", 0).start()
+    urls = {p.name: p.url for p in providers}
+    urls["control"] = f"http://127.0.0.1:{control_runner.addresses[0][1]}"
+    print(json.dumps(urls), flush=True)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    for runner in [*runners, control_runner]:
+        await runner.cleanup()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--scenario", choices=sorted(sc.SCENARIOS), required=True)
+    parser.add_argument("--latency", type=float, default=0.1, help="seconds added per answer")
+    args = parser.parse_args()
+    asyncio.run(serve(sc.SCENARIOS[args.scenario], args.latency))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
