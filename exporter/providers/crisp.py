@@ -80,7 +80,10 @@ class CrispFetcher:
         self._upstream = upstream
 
     async def fetch(self, dialogs: Sequence[CrispDialog], record: Record) -> None:
-        await fetch_each(dialogs, record, self._fetch_dialog, self._upstream.max_concurrency)
+        # Backlog pages are fetched one after another: start that chain first so it is not
+        # queued behind single conversations, as it bounds how soon the account is done.
+        ordered = sorted(dialogs, key=lambda dialog: dialog.session_id is not None)
+        await fetch_each(ordered, record, self._fetch_dialog, self._upstream.max_concurrency)
 
     async def _fetch_dialog(self, dialog: CrispDialog) -> Reading:
         if dialog.session_id is None:
