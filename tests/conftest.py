@@ -33,6 +33,10 @@ WAITING_MS = 1_700_000_000_000
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
+ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
+"""The ``scrape_client`` fixture: an HTTP client for an exporter app built from config text."""
+ExporterFactory = Callable[[str], Awaitable[Exporter]]
+"""The ``exporter_for`` fixture: a started Exporter built from config text."""
 
 
 class FakeClock:
@@ -75,6 +79,43 @@ def populate(sim: Simulator) -> None:
         SendbirdChannel("sales", unread=3),
         SendbirdChannel("support", invited=True),
     ]
+
+
+def assert_populated_values(samples: Samples) -> None:
+    """Assert the values of ``populate``'s data set, as served for ``config_yaml``'s dialogs."""
+    assert dialog_values(samples, "chat_unread_messages", "crisp") == {
+        "backlog": 72.0,  # 70 conversations x 1 + VIP's 2; resolved and visitor-only excluded
+        "vip-visitor": 5.0,
+        "vip-operator": 2.0,
+    }
+    assert dialog_values(samples, "chat_unread_conversations", "crisp") == {"backlog": 71.0}
+    assert dialog_values(samples, "chat_unread_oldest_unread_timestamp_seconds", "crisp") == {
+        "backlog": (WAITING_MS - 5000) / 1000
+    }
+    assert dialog_values(samples, "chat_unread_messages", "quickblox") == {
+        "all": 7.0,
+        "escalations": 4.0,
+        "quiet": 0.0,
+    }
+    assert dialog_values(samples, "chat_unread_messages", "imkit") == {
+        "all": 8.0,
+        "work": 7.0,
+        "work-project": 5.0,
+    }
+    assert dialog_values(samples, "chat_unread_messages", "sendbird") == {
+        "agent-42": 11.0,
+        "agent-42-support": 6.0,
+    }
+    assert dialog_values(samples, "chat_unread_mentions", "sendbird") == {
+        "agent-42": 3.0,
+        "agent-42-support": 1.0,
+    }
+    assert dialog_values(samples, "chat_unread_invitations", "sendbird") == {
+        "agent-42": 1.0,
+        "agent-42-support": 1.0,
+    }
+    ups = [v for (name, _), v in samples.items() if name == "chat_unread_up"]
+    assert ups == [1.0] * 11  # every one of the 11 dialogs up
 
 
 def config_yaml(sim: Simulator, extra: str = "") -> str:
@@ -147,9 +188,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-async def exporter_for(
-    clock: FakeClock,
-) -> AsyncIterator[Callable[[str], Awaitable[Exporter]]]:
+async def exporter_for(clock: FakeClock) -> AsyncIterator[ExporterFactory]:
     """Build and start an Exporter from config text; closed after the test."""
     started: list[Exporter] = []
 
@@ -166,9 +205,8 @@ async def exporter_for(
 
 @pytest.fixture
 async def scrape_client(
-    aiohttp_client: ClientFactory,
-    exporter_for: Callable[[str], Awaitable[Exporter]],
-) -> Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]:
+    aiohttp_client: ClientFactory, exporter_for: ExporterFactory
+) -> ScrapeClient:
     """An HTTP client for an exporter app built from config text."""
 
     async def build(text: str) -> TestClient[web.Request, web.Application]:

@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from exporter.app import make_app
 from exporter.config import load_config
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
-from tests.conftest import ClientFactory, config_yaml, dialog_values, get_metrics, parse, value
-
-ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
+from tests.conftest import (
+    ClientFactory,
+    ScrapeClient,
+    config_yaml,
+    dialog_values,
+    get_metrics,
+    parse,
+    value,
+)
 
 
 async def test_probe_serves_only_the_named_accounts(

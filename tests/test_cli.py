@@ -33,15 +33,15 @@ from tests.conftest import (
     IMKIT_TOKEN,
     QB_DIALOGS,
     QB_USER,
-    WAITING_MS,
     Samples,
+    assert_populated_values,
     config_yaml,
     dialog_values,
     parse,
     value,
 )
+from tests.support import DEMO_ACCOUNTS, DEMO_DIALOGS, EXE, free_port
 
-EXE = Path(sys.executable).parent / "chat-unread-exporter"
 DEADLINE = 10.0  # generous: only a broken exporter takes this long
 FLAGS = (
     "--web.listen-address",
@@ -52,25 +52,7 @@ FLAGS = (
     "--config.check",
     "--demo",
 )
-DEMO_DIALOGS = {
-    ("crisp", "demo-crisp", "backlog"),
-    ("crisp", "demo-crisp", "vip-visitor"),
-    ("quickblox", "demo-quickblox", "all"),
-    ("quickblox", "demo-quickblox", "escalations"),
-    ("quickblox", "demo-quickblox", "sales"),
-    ("imkit", "demo-imkit", "all"),
-    ("imkit", "demo-imkit", "work"),
-    ("sendbird", "demo-sendbird", "agent-42"),
-    ("sendbird", "demo-sendbird", "agent-7"),
-}
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -367,7 +349,7 @@ async def test_demo_serves_every_provider(tmp_path: Path) -> None:
         status, page = await exporter.get("/")
         assert status == 200
         assert "chat-unread-exporter" in page
-        for account in {account for _, account, _ in DEMO_DIALOGS}:
+        for account in DEMO_ACCOUNTS:
             assert f'href="probe?account={account}"' in page
             probe_status, probe_text = await exporter.get(f"/probe?account={account}")
             assert probe_status == 200
@@ -424,42 +406,6 @@ def imkit_token(sim: Simulator) -> str:
     return token
 
 
-def assert_conftest_values(samples: Samples) -> None:
-    """The values of conftest's data set (as tests/test_providers.py derives them)."""
-    assert dialog_values(samples, "chat_unread_messages", "crisp") == {
-        "backlog": 72.0,
-        "vip-visitor": 5.0,
-        "vip-operator": 2.0,
-    }
-    assert dialog_values(samples, "chat_unread_conversations", "crisp") == {"backlog": 71.0}
-    assert dialog_values(samples, "chat_unread_oldest_unread_timestamp_seconds", "crisp") == {
-        "backlog": (WAITING_MS - 5000) / 1000
-    }
-    assert dialog_values(samples, "chat_unread_messages", "quickblox") == {
-        "all": 7.0,
-        "escalations": 4.0,
-        "quiet": 0.0,
-    }
-    assert dialog_values(samples, "chat_unread_messages", "imkit") == {
-        "all": 8.0,
-        "work": 7.0,
-        "work-project": 5.0,
-    }
-    assert dialog_values(samples, "chat_unread_messages", "sendbird") == {
-        "agent-42": 11.0,
-        "agent-42-support": 6.0,
-    }
-    assert dialog_values(samples, "chat_unread_mentions", "sendbird") == {
-        "agent-42": 3.0,
-        "agent-42-support": 1.0,
-    }
-    assert dialog_values(samples, "chat_unread_invitations", "sendbird") == {
-        "agent-42": 1.0,
-        "agent-42-support": 1.0,
-    }
-    assert set(up_values(samples).values()) == {1.0}
-
-
 def without_dialog(samples: Samples, dialog: str) -> Samples:
     return {key: v for key, v in samples.items() if dict(key[1]).get("dialog") != dialog}
 
@@ -480,7 +426,7 @@ async def test_real_config_sighup_reload_and_sigterm(sim: Simulator, tmp_path: P
     # cwd is tmp_path, not etc/: relative secret files must resolve against the config's folder.
     async with serving(tmp_path, "--config.file", str(config), env=secret_env(sim)) as exporter:
         samples = await exporter.metrics()
-        assert_conftest_values(samples)
+        assert_populated_values(samples)
         first_reload = value(
             samples, "chat_unread_exporter_config_last_reload_success_timestamp_seconds"
         )
@@ -518,7 +464,7 @@ async def test_real_config_sighup_reload_and_sigterm(sim: Simulator, tmp_path: P
 
         samples = await eventually(reload_failed, "the failed reload to show")
         assert dialog_values(samples, "chat_unread_messages", "sendbird")["agent-42-super"] == 2.0
-        assert_conftest_values(without_dialog(samples, "agent-42-super"))
+        assert_populated_values(without_dialog(samples, "agent-42-super"))
         assert (
             value(samples, "chat_unread_exporter_config_last_reload_success_timestamp_seconds")
             == second_reload
@@ -539,7 +485,7 @@ async def test_real_config_sighup_reload_and_sigterm(sim: Simulator, tmp_path: P
         samples = await exporter.metrics()
         assert value(samples, "chat_unread_exporter_config_last_reload_successful") == 1.0
         assert "agent-42-super" not in dialog_values(samples, "chat_unread_messages", "sendbird")
-        assert_conftest_values(samples)
+        assert_populated_values(samples)
 
         started = time.monotonic()
         assert await exporter.stop() == 0

@@ -15,15 +15,12 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
-import time
-import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,8 +33,19 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import ConfigError, load_config
+from tests.support import (
+    DIALOG_METRICS,
+    ROOT,
+    SELF_METRICS_PATH,
+    find_tool,
+    free_port,
+    load_mapping,
+    prometheus_tool,
+    start_server,
+    wait_for,
+    wait_ready,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 COMPOSE_DIR = ROOT / "deploy" / "compose"
@@ -69,47 +77,15 @@ SECRET_FIELDS = {
     "client_key",
     "api_token",
 }
-# Self-metrics only, no upstream fetch: what the ServiceMonitor scrapes next to the Probes.
-SELF_METRICS_PATH = "/exporter-metrics"
-# Per-dialog series: the Probes collect them per account; /exporter-metrics serves none.
-DIALOG_METRICS = (
-    "chat_unread_messages",
-    "chat_unread_mentions",
-    "chat_unread_invitations",
-    "chat_unread_conversations",
-    "chat_unread_oldest_unread_timestamp_seconds",
-    "chat_unread_up",
-    "chat_unread_last_success_timestamp_seconds",
-)
 CRD_GROUP = "monitoring.coreos.com"
 # Oldest Kubernetes minor still commonly run, and the newest the installed schemas know.
 K8S_VERSIONS = ("1.30.0", str(kubernetes_validate.latest_version()))
-REQUIRE_PROMETHEUS = os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 # --------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------
-
-
-def find_tool(name: str) -> str | None:
-    """A tool next to the running interpreter (the venv) or on PATH."""
-    candidate = Path(sys.executable).parent / name
-    if candidate.is_file() and os.access(candidate, os.X_OK):
-        return str(candidate)
-    return shutil.which(name)
-
-
-def prometheus_tool(name: str) -> str:
-    """Path of promtool / amtool / prometheus; skip (or fail when required) if absent."""
-    path = find_tool(name)
-    if path is None:
-        message = f"{name} not installed (Debian packages prometheus, prometheus-alertmanager)"
-        if REQUIRE_PROMETHEUS:
-            pytest.fail(f"{message}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1")
-        pytest.skip(message)
-    return path
 
 
 def run(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -125,22 +101,6 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
         assert isinstance(doc, dict), f"{path.name}: every document must be a mapping"
         docs.append(doc)
     return docs
-
-
-def load_mapping(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict), f"{path}: expected a mapping"
-    return data
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-# ---- Dockerfile ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -1191,15 +1151,6 @@ def fake_exporter() -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=5)
 
 
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @contextlib.contextmanager
 def running_prometheus(config: Mapping[str, Any], tmp_path: Path) -> Iterator[int]:
     """A real Prometheus server on a free loopback port with ``config``; yields the port."""
@@ -1207,28 +1158,22 @@ def running_prometheus(config: Mapping[str, Any], tmp_path: Path) -> Iterator[in
     config_file = tmp_path / "prometheus.yml"
     config_file.write_text(yaml.safe_dump(dict(config)), encoding="utf-8")
     port = free_port()
-    log = tmp_path / "prometheus.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={config_file}",
-                f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server = start_server(
+        "prometheus",
+        [
+            prometheus,
+            f"--config.file={config_file}",
+            f"--storage.tsdb.path={tmp_path / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        port,
+        tmp_path,
+    )
     try:
-        wait_for(
-            lambda: http_status(f"http://127.0.0.1:{port}/-/ready") == 200,
-            "Prometheus to start",
-            process,
-            log,
-        )
+        wait_ready(server)
         yield port
     finally:
-        stop(process)
+        server.stop()
 
 
 @contextlib.contextmanager
@@ -1237,54 +1182,18 @@ def running_demo_exporter(args: list[str], tmp_path: Path) -> Iterator[int]:
     if importlib.util.find_spec("exporter.cli") is None:
         pytest.skip("exporter/cli.py not written yet")
     port = free_port()
-    log = tmp_path / "exporter.log"
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", *args, f"--web.listen-address=127.0.0.1:{port}"],
-            cwd=ROOT,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server = start_server(
+        "exporter",
+        [sys.executable, "-m", "exporter", *args, f"--web.listen-address=127.0.0.1:{port}"],
+        port,
+        tmp_path,
+        cwd=ROOT,
+    )
     try:
-        wait_for(
-            lambda: http_status(f"http://127.0.0.1:{port}/-/ready") == 200,
-            "the exporter to become ready",
-            process,
-            log,
-        )
+        wait_ready(server)
         yield port
     finally:
-        stop(process)
-
-
-def http_status(url: str) -> int | None:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            status: int = response.status
-            return status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return None
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    what: str,
-    process: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
-    timeout: float = 30.0,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            output = log.read_text(errors="replace") if log else ""
-            pytest.fail(f"process exited while waiting for {what}:\n{output[-3000:]}")
-        if condition():
-            return
-        time.sleep(0.25)
-    output = log.read_text(errors="replace")[-3000:] if log else ""
-    pytest.fail(f"timed out waiting for {what}\n{output}")
+        server.stop()
 
 
 def query_prometheus(port: int, promql: str) -> list[dict[str, Any]]:

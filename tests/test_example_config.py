@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.config import parse_config
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import ROOT
 
 
 def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:

@@ -7,24 +7,21 @@ series, its errors counter names the reason, and every other provider's dialogs 
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from exporter.simulator import FakeProvider, Fault, Simulator
 from tests.conftest import (
     QB_DIALOGS,
+    ScrapeClient,
     config_yaml,
     dialog_values,
     errors_of,
     get_metrics,
     parse,
 )
-
-ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
 
 PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
 

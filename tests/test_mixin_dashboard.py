@@ -10,18 +10,16 @@ test_prometheus_e2e.py.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
-import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import DIALOG_METRICS, ROOT, load_mapping, prometheus_tool
+
 GRAFANA_DIR = ROOT / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "chat-unread.json"
 DATASOURCE_PROVISIONING = GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml"
@@ -29,16 +27,8 @@ DASHBOARD_PROVISIONING = GRAFANA_DIR / "provisioning" / "dashboards" / "chat-unr
 
 DATASOURCE_REF = {"type": "prometheus", "uid": "${datasource}"}
 LABEL_VARIABLES = ("provider", "account", "dialog")
-# Which of the label variables each exporter metric carries.
-DIALOG_METRICS = {
-    "chat_unread_messages",
-    "chat_unread_mentions",
-    "chat_unread_invitations",
-    "chat_unread_conversations",
-    "chat_unread_oldest_unread_timestamp_seconds",
-    "chat_unread_up",
-    "chat_unread_last_success_timestamp_seconds",
-}
+# Which of the label variables each exporter metric carries (DIALOG_METRICS, from
+# tests.support, carry all three).
 ACCOUNT_METRICS = {
     "chat_unread_fetch_duration_seconds",
     "chat_unread_fetch_errors_total",
@@ -237,16 +227,6 @@ def test_instant_panels_query_instantly() -> None:
                 assert target["instant"] is True, panel["title"]
 
 
-def _promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not on PATH (install the Debian package prometheus)"
-        if os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{reason}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1 requires it")
-        pytest.skip(reason)
-    return path
-
-
 def test_every_query_parses(tmp_path: Path) -> None:
     exprs = _exprs(_dashboard())
     rules = [
@@ -258,7 +238,7 @@ def test_every_query_parses(tmp_path: Path) -> None:
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
     )
     result = subprocess.run(
-        [_promtool(), "check", "rules", str(rule_file)],
+        [prometheus_tool("promtool"), "check", "rules", str(rule_file)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -268,14 +248,8 @@ def test_every_query_parses(tmp_path: Path) -> None:
     assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict), path
-    return cast(dict[str, Any], data)
-
-
 def test_datasource_provisioning() -> None:
-    provisioning = _load_yaml(DATASOURCE_PROVISIONING)
+    provisioning = load_mapping(DATASOURCE_PROVISIONING)
     assert provisioning["apiVersion"] == 1
     (datasource,) = provisioning["datasources"]
     assert datasource["type"] == "prometheus"
@@ -285,7 +259,7 @@ def test_datasource_provisioning() -> None:
 
 
 def test_dashboard_provisioning() -> None:
-    provisioning = _load_yaml(DASHBOARD_PROVISIONING)
+    provisioning = load_mapping(DASHBOARD_PROVISIONING)
     assert provisioning["apiVersion"] == 1
     (provider,) = provisioning["providers"]
     assert provider["type"] == "file"

@@ -7,17 +7,22 @@ them fail. The structural checks below need only PyYAML.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import (
+    EXPORTER_JOB,
+    PROBE_JOB,
+    ROOT,
+    SELF_METRICS_PATH,
+    load_mapping,
+    prometheus_tool,
+)
+
 PROMETHEUS_DIR = ROOT / "prometheus"
 RULES_DIR = PROMETHEUS_DIR / "rules"
 MAIN_RULES = RULES_DIR / "chat-unread.rules.yml"
@@ -28,31 +33,16 @@ UNIT_TEST_FILES = sorted((RULES_DIR / "tests").glob("*.yml"))
 CONFIG_FILES = sorted(PROMETHEUS_DIR.glob("*.yml"))
 README = PROMETHEUS_DIR / "README.md"
 SEVERITIES = {"critical", "warning", "info"}
-EXPORTER_JOB = "chat-unread-exporter"
-PROBE_JOB = f"{EXPORTER_JOB}-probe"
-# The exporter's self-metrics alone, without an upstream fetch (next to a probe job).
-SELF_METRICS_PATH = "/exporter-metrics"
 
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-def _promtool() -> str:
-    """The promtool binary, or skip (fail when CHAT_UNREAD_REQUIRE_PROMETHEUS=1)."""
-    path = shutil.which("promtool")
-    if path is None:
-        reason = "promtool is not on PATH (install the Debian package prometheus)"
-        if os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{reason}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1 requires it")
-        pytest.skip(reason)
-    return path
-
-
 def _run_promtool(*args: str, cwd: Path) -> str:
     """Run promtool and assert exit 0, showing its whole output otherwise."""
     result = subprocess.run(
-        [_promtool(), *args],
+        [prometheus_tool("promtool"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -64,15 +54,9 @@ def _run_promtool(*args: str, cwd: Path) -> str:
     return output
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    assert isinstance(data, dict), f"{_rel(path)} is not a YAML mapping"
-    return cast(dict[str, Any], data)
-
-
 def _rules(path: Path) -> list[dict[str, Any]]:
     rules: list[dict[str, Any]] = []
-    for group in _load_yaml(path)["groups"]:
+    for group in load_mapping(path)["groups"]:
         rules.extend(group.get("rules") or [])
     return rules
 
@@ -84,7 +68,7 @@ def _alerts() -> dict[str, dict[str, Any]]:
 def _alert_rule_tests() -> list[tuple[Path, dict[str, Any]]]:
     cases: list[tuple[Path, dict[str, Any]]] = []
     for path in UNIT_TEST_FILES:
-        for test in _load_yaml(path).get("tests") or []:
+        for test in load_mapping(path).get("tests") or []:
             for case in test.get("alert_rule_test") or []:
                 cases.append((path, case))
     return cases
@@ -182,7 +166,7 @@ def test_firing_expectations_carry_the_rule_severity() -> None:
 def test_unit_tests_load_the_shipped_rules() -> None:
     for path in UNIT_TEST_FILES:
         rule_files = [
-            (path.parent / name).resolve() for name in _load_yaml(path).get("rule_files", [])
+            (path.parent / name).resolve() for name in load_mapping(path).get("rule_files", [])
         ]
         assert MAIN_RULES in rule_files, f"{path.name} does not test {_rel(MAIN_RULES)}"
 
@@ -212,12 +196,12 @@ def test_thresholds_are_overridable_and_documented() -> None:
 
 
 def _scrape_configs(path: Path) -> dict[str, dict[str, Any]]:
-    return {job["job_name"]: job for job in _load_yaml(path)["scrape_configs"]}
+    return {job["job_name"]: job for job in load_mapping(path)["scrape_configs"]}
 
 
 @pytest.mark.parametrize("config_file", CONFIG_FILES, ids=lambda path: _rel(path))
 def test_configs_load_the_rules(config_file: Path) -> None:
-    config = _load_yaml(config_file)
+    config = load_mapping(config_file)
     rule_files = {(config_file.parent / name).resolve() for name in config["rule_files"]}
     assert rule_files == {MAIN_RULES, THRESHOLD_RULES}
     jobs = _scrape_configs(config_file)

@@ -15,58 +15,39 @@ Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheu
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, TypeVar, cast
+from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support import (
+    DEMO_ACCOUNTS,
+    DEMO_DIALOGS,
+    DIALOG_METRICS,
+    EXPORTER_JOB,
+    PROBE_JOB,
+    ROOT,
+    Server,
+    free_port,
+    http_get,
+    poll,
+    prometheus_tool,
+    start_server,
+    wait_ready,
+)
+
 DASHBOARD = ROOT / "grafana" / "dashboards" / "chat-unread.json"
 PROMETHEUS_DIR = ROOT / "prometheus"
 RULE_FILES = sorted((PROMETHEUS_DIR / "rules").glob("*.rules.yml"))
 CONFIGS = {"plain": "prometheus.yml", "probe": "prometheus-probe.yml"}
 EXPORTER_PORT_IN_CONFIGS = ":9866"
-
-# The demo's accounts and dialogs (docs/DESIGN-NOTES.md).
-DEMO_DIALOGS = {
-    ("crisp", "demo-crisp", "backlog"),
-    ("crisp", "demo-crisp", "vip-visitor"),
-    ("quickblox", "demo-quickblox", "all"),
-    ("quickblox", "demo-quickblox", "escalations"),
-    ("quickblox", "demo-quickblox", "sales"),
-    ("imkit", "demo-imkit", "all"),
-    ("imkit", "demo-imkit", "work"),
-    ("sendbird", "demo-sendbird", "agent-42"),
-    ("sendbird", "demo-sendbird", "agent-7"),
-}
-DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})
 SERIES_LABELS = {"__name__", "provider", "account", "dialog", "job", "instance"}
-EXPORTER_JOB = "chat-unread-exporter"
-PROBE_JOB = f"{EXPORTER_JOB}-probe"
-# Per-dialog series (docs/DESIGN-NOTES.md); in the probe setup only the probe job has them.
-DIALOG_METRICS = (
-    "chat_unread_messages",
-    "chat_unread_mentions",
-    "chat_unread_invitations",
-    "chat_unread_conversations",
-    "chat_unread_oldest_unread_timestamp_seconds",
-    "chat_unread_up",
-    "chat_unread_last_success_timestamp_seconds",
-)
 
 METRIC_RE = re.compile(r"\b(chat_unread_[a-z_]+)\b")
 # Dashboard variables, as Grafana would fill them with every label variable on "All".
@@ -81,94 +62,6 @@ VARIABLE_VALUES = {
 
 STARTUP_TIMEOUT = 20.0
 DATA_TIMEOUT = 30.0
-POLL_INTERVAL = 0.25
-
-T = TypeVar("T")
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        reason = f"{name} is not on PATH (install the Debian package prometheus)"
-        if os.environ.get("CHAT_UNREAD_REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"{reason}, and CHAT_UNREAD_REQUIRE_PROMETHEUS=1 requires it")
-        pytest.skip(reason)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-@dataclass
-class Server:
-    """A subprocess listening on a loopback URL, with its combined output in a log file."""
-
-    name: str
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(encoding="utf-8", errors="replace")[-6000:]
-
-    def check_alive(self) -> None:
-        code = self.process.poll()
-        assert code is None, f"{self.name} exited with {code}:\n{self.output()}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-def _start(name: str, command: list[str], port: int, directory: Path) -> Server:
-    log = directory / f"{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=directory
-        )
-    return Server(name, f"http://127.0.0.1:{port}", process, log)
-
-
-def _poll(check: Callable[[], T | None], what: str, servers: list[Server], timeout: float) -> T:
-    """Call ``check`` until it returns something other than None, or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for server in servers:
-            server.check_alive()
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {s.name}\n{s.output()}" for s in servers)
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n{logs}")
-        time.sleep(POLL_INTERVAL)
-
-
-def _wait_ready(server: Server, path: str) -> None:
-    def ready() -> bool | None:
-        try:
-            status, _body = _get(server.url + path, timeout=2)
-        except OSError:
-            return None
-        return True if status == 200 else None
-
-    _poll(ready, f"{server.name} {path}", [server], STARTUP_TIMEOUT)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -176,17 +69,18 @@ def _wait_ready(server: Server, path: str) -> None:
 
 @pytest.fixture(scope="module")
 def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    _binary("prometheus")  # skip before starting anything when Prometheus is missing
+    prometheus_tool("prometheus")  # skip before starting anything when Prometheus is missing
     directory = tmp_path_factory.mktemp("exporter")
-    port = _free_port()
-    server = _start(
+    port = free_port()
+    server = start_server(
         "exporter",
         [sys.executable, "-m", "exporter", "--demo", "--web.listen-address", f"127.0.0.1:{port}"],
         port,
         directory,
+        cwd=directory,
     )
     try:
-        _wait_ready(server, "/-/ready")
+        wait_ready(server, "/-/ready", STARTUP_TIMEOUT)
         yield server
     finally:
         server.stop()
@@ -208,7 +102,7 @@ def _test_config(name: str, exporter_address: str) -> dict[str, Any]:
             if any(target.endswith(EXPORTER_PORT_IN_CONFIGS) for target in targets):
                 static["targets"] = [exporter_address]
             else:  # probe targets: the demo's account names
-                static["targets"] = DEMO_ACCOUNTS
+                static["targets"] = list(DEMO_ACCOUNTS)
         for relabel in job.get("relabel_configs", []):
             if str(relabel.get("replacement", "")).endswith(EXPORTER_PORT_IN_CONFIGS):
                 relabel["replacement"] = exporter_address
@@ -220,7 +114,7 @@ def prometheus(
     exporter: Server, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
     """Both example setups, started together so their warm-up overlaps."""
-    binary = _binary("prometheus")
+    binary = prometheus_tool("prometheus")
     exporter_address = exporter.url.removeprefix("http://")
     servers: dict[str, Server] = {}
     try:
@@ -230,8 +124,8 @@ def prometheus(
             config_file.write_text(
                 yaml.safe_dump(_test_config(name, exporter_address)), encoding="utf-8"
             )
-            port = _free_port()
-            servers[name] = _start(
+            port = free_port()
+            servers[name] = start_server(
                 f"prometheus-{name}",
                 [
                     binary,
@@ -242,9 +136,10 @@ def prometheus(
                 ],
                 port,
                 directory,
+                cwd=directory,
             )
         for server in servers.values():
-            _wait_ready(server, "/-/ready")
+            wait_ready(server, "/-/ready", STARTUP_TIMEOUT)
         yield servers
     finally:
         for server in servers.values():
@@ -258,7 +153,7 @@ def _api(server: Server, path: str, **params: str) -> Any:
     url = f"{server.url}/api/v1/{path}"
     if params:
         url += "?" + urllib.parse.urlencode(params)
-    status, body = _get(url)
+    status, body = http_get(url)
     answer = json.loads(body)
     assert status == 200, f"{url} -> {status}: {answer}"
     assert answer.get("status") == "success", f"{url} -> {answer}"
@@ -291,7 +186,7 @@ def _dashboard_exprs() -> list[str]:
 
 def _demo_metric_names(exporter: Server) -> set[str]:
     """Metric names the demo exporter serves at least one sample of."""
-    status, body = _get(exporter.url + "/metrics")
+    status, body = http_get(exporter.url + "/metrics")
     assert status == 200
     names = set()
     for line in body.decode().splitlines():
@@ -305,8 +200,8 @@ def _demo_metric_names(exporter: Server) -> set[str]:
 
 @pytest.mark.parametrize("path", ["/metrics", "/probe?account=demo-sendbird&account=demo-crisp"])
 def test_demo_output_passes_promtool_check_metrics(exporter: Server, path: str) -> None:
-    promtool = _binary("promtool")
-    status, body = _get(exporter.url + path)
+    promtool = prometheus_tool("promtool")
+    status, body = http_get(exporter.url + path)
     assert status == 200, body
     result = subprocess.run(
         [promtool, "check", "metrics"], input=body, capture_output=True, timeout=30, check=False
@@ -329,8 +224,11 @@ def test_unread_messages_arrive_with_the_contract_labels(
         }
         return series if found >= DEMO_DIALOGS else None
 
-    series = _poll(
-        all_dialogs, "chat_unread_messages of every demo dialog", [exporter, server], DATA_TIMEOUT
+    series = poll(
+        all_dialogs,
+        "chat_unread_messages of every demo dialog",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
     )
     found = [
         (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in series
@@ -357,7 +255,7 @@ def test_probe_setup_scrapes_one_target_per_account(
         up = _query(server, 'up{job="chat-unread-exporter-probe"} == 1')
         return up if len(up) == len(DEMO_ACCOUNTS) else None
 
-    up = _poll(targets_up, "every probe target up", [exporter, server], DATA_TIMEOUT)
+    up = poll(targets_up, "every probe target up", timeout=DATA_TIMEOUT, servers=[exporter, server])
     assert sorted(item["metric"]["instance"] for item in up) == DEMO_ACCOUNTS
 
     # The self-metrics job scrapes /exporter-metrics, and its one target is up.
@@ -366,7 +264,9 @@ def test_probe_setup_scrapes_one_target_per_account(
         own = [t for t in active if t["labels"]["job"] == EXPORTER_JOB]
         return own if own and all(t["health"] == "up" for t in own) else None
 
-    targets = _poll(own_targets, "the self-metrics target up", [exporter, server], DATA_TIMEOUT)
+    targets = poll(
+        own_targets, "the self-metrics target up", timeout=DATA_TIMEOUT, servers=[exporter, server]
+    )
     assert [urllib.parse.urlsplit(t["scrapeUrl"]).path for t in targets] == ["/exporter-metrics"]
     assert [s["value"][1] for s in _query(server, f'up{{job="{EXPORTER_JOB}"}}')] == ["1"]
 
@@ -375,11 +275,11 @@ def test_probe_setup_scrapes_one_target_per_account(
         series = _query(server, f'chat_unread_fetch_duration_seconds{{job="{EXPORTER_JOB}"}}')
         return series if len(series) >= len(DEMO_ACCOUNTS) else None
 
-    own = _poll(
+    own = poll(
         own_metrics,
         "the exporter's own metrics for every account",
-        [exporter, server],
-        DATA_TIMEOUT,
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
     )
     assert sorted(item["metric"]["account"] for item in own) == DEMO_ACCOUNTS
     # ... and for the exporter, from that job alone (/probe does not serve them).
@@ -426,7 +326,12 @@ def test_every_dashboard_query_returns_data(
         waiting = {q: e for q, e in pending.items() if e not in not_in_demo}
         return pending if not waiting else None
 
-    empty = _poll(remaining, "data for every dashboard query", [exporter, server], DATA_TIMEOUT)
+    empty = poll(
+        remaining,
+        "data for every dashboard query",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
+    )
     # Only queries of metrics the demo does not serve (yet) may stay empty; they were still
     # accepted by Prometheus above.
     for expr in empty.values():
@@ -443,11 +348,11 @@ def test_dashboard_variables_find_the_demo(exporter: Server, prometheus: dict[st
     def values(label: str, match: str) -> list[str]:
         return cast(list[str], _api(server, f"label/{label}/values", **{"match[]": match}))
 
-    _poll(
+    poll(
         lambda: values("dialog", "chat_unread_up") or None,
         "chat_unread_up",
-        [exporter, server],
-        DATA_TIMEOUT,
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
     )
     # label_values(chat_unread_up, provider) etc., every variable on "All" (.*)
     assert set(values("provider", "chat_unread_up")) == {p for p, _a, _d in DEMO_DIALOGS}
@@ -477,7 +382,12 @@ def test_rules_load_and_evaluate(
         evaluated_all = all(rule["health"] != "unknown" for rule in rules)
         return groups if rules and evaluated_all else None
 
-    groups = _poll(evaluated, "a first evaluation of every rule", [exporter, server], DATA_TIMEOUT)
+    groups = poll(
+        evaluated,
+        "a first evaluation of every rule",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
+    )
     assert {group["name"]: len(group["rules"]) for group in groups} == shipped
     for group in groups:
         for rule in group["rules"]:
@@ -489,7 +399,12 @@ def test_rules_load_and_evaluate(
         series = _query(server, "chat_unread:backlog_threshold")
         return series if len(series) == len(DEMO_DIALOGS) else None
 
-    series = _poll(thresholds, "chat_unread:backlog_threshold", [exporter, server], DATA_TIMEOUT)
+    series = poll(
+        thresholds,
+        "chat_unread:backlog_threshold",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
+    )
     assert {float(item["value"][1]) for item in series} == {100.0}
     sla = _query(server, "chat_unread:oldest_unread_sla_seconds")
     assert {float(item["value"][1]) for item in sla} == {900.0}
@@ -509,7 +424,9 @@ def test_demo_backlog_triggers_the_sla_alert(
                 return cast(dict[str, Any], alert)
         return None
 
-    alert = _poll(sla_alert, "ChatUnreadOldestUnreadOverSLA", [exporter, server], DATA_TIMEOUT)
+    alert = poll(
+        sla_alert, "ChatUnreadOldestUnreadOverSLA", timeout=DATA_TIMEOUT, servers=[exporter, server]
+    )
     assert alert["state"] in ("pending", "firing")
     assert alert["labels"]["account"] == "demo-crisp"
     assert alert["labels"]["dialog"] == "backlog"

@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from exporter.simulator import Simulator
 from tests.conftest import (
     QB_DIALOGS,
     QB_USER,
-    WAITING_MS,
+    ScrapeClient,
+    assert_populated_values,
     config_yaml,
     dialog_values,
     errors_of,
     get_metrics,
     value,
 )
-
-ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
 
 
 async def test_every_provider_serves_its_values(
@@ -29,39 +24,7 @@ async def test_every_provider_serves_its_values(
     client = await scrape_client(config_yaml(sim))
     samples = await get_metrics(client)
 
-    assert dialog_values(samples, "chat_unread_messages", "crisp") == {
-        "backlog": 72.0,  # 70 conversations x 1 + VIP's 2; resolved and visitor-only excluded
-        "vip-visitor": 5.0,
-        "vip-operator": 2.0,
-    }
-    assert dialog_values(samples, "chat_unread_conversations", "crisp") == {"backlog": 71.0}
-    assert dialog_values(samples, "chat_unread_oldest_unread_timestamp_seconds", "crisp") == {
-        "backlog": (WAITING_MS - 5000) / 1000
-    }
-    assert dialog_values(samples, "chat_unread_messages", "quickblox") == {
-        "all": 7.0,
-        "escalations": 4.0,
-        "quiet": 0.0,
-    }
-    assert dialog_values(samples, "chat_unread_messages", "imkit") == {
-        "all": 8.0,
-        "work": 7.0,
-        "work-project": 5.0,
-    }
-    assert dialog_values(samples, "chat_unread_messages", "sendbird") == {
-        "agent-42": 11.0,
-        "agent-42-support": 6.0,
-    }
-    assert dialog_values(samples, "chat_unread_mentions", "sendbird") == {
-        "agent-42": 3.0,
-        "agent-42-support": 1.0,
-    }
-    assert dialog_values(samples, "chat_unread_invitations", "sendbird") == {
-        "agent-42": 1.0,
-        "agent-42-support": 1.0,
-    }
-    ups = [v for (name, _), v in samples.items() if name == "chat_unread_up"]
-    assert ups == [1.0] * 11
+    assert_populated_values(samples)
     for (name, labels), _ in samples.items():
         if name.startswith("chat_unread_") and "dialog" in dict(labels):
             assert {k for k, _ in labels} == {"provider", "account", "dialog"}, name

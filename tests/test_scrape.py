@@ -6,17 +6,14 @@ Time is a FakeClock the test moves, so TTLs, budgets and back-off are exact, not
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from exporter.providers.base import FetchError, Reason
 from exporter.scrape import observe_all
-from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
 from tests.conftest import (
+    ExporterFactory,
     FakeClock,
+    ScrapeClient,
     config_yaml,
     dialog_values,
     errors_of,
@@ -24,9 +21,6 @@ from tests.conftest import (
     parse,
     value,
 )
-
-ScrapeClient = Callable[[str], Awaitable[TestClient[web.Request, web.Application]]]
-ExporterFactory = Callable[[str], Awaitable[Exporter]]
 
 
 def upstream_calls(sim: Simulator) -> int:

@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from tests.support import EXE, accepts_connections, free_port, start_server, wait_for
 from tests.test_webconfig import PKI, bcrypt_hash, pki
 
 __all__ = ["pki"]  # the module-scoped CA fixture, shared with test_webconfig
-
-EXE = Path(sys.executable).parent / "chat-unread-exporter"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -44,8 +33,8 @@ def secured_exporter(pki: PKI, tmp_path: Path) -> Iterator[str]:
         "unauthenticated_paths: [/-/healthy]\n"
     )
     port = free_port()
-    log = (tmp_path / "exporter.log").open("w")
-    process = subprocess.Popen(
+    server = start_server(
+        "exporter",
         [
             str(EXE),
             "--demo",
@@ -53,22 +42,14 @@ def secured_exporter(pki: PKI, tmp_path: Path) -> Iterator[str]:
             "--web.config.file",
             str(web_config),
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        port,
+        tmp_path,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.1)
-        assert process.poll() is None, (tmp_path / "exporter.log").read_text()
+        wait_for(lambda: accepts_connections(port), "the exporter to listen", servers=[server])
         yield f"https://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(10)
-        log.close()
+        server.stop()
 
 
 async def fetch(url: str, pki: PKI, auth: str = "", trust: bool = True) -> tuple[int, str]:
