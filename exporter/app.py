@@ -52,7 +52,7 @@ def scrape_timeout(request: web.Request) -> float:
 
 @dataclass
 class RenderedInFlight:
-    """/metrics bodies being fetched and rendered now, by content type.
+    """/metrics bodies being fetched and rendered now, by content type and deadline.
 
     Scrapes that arrive while one is in flight wait for its body instead of rendering their
     own: at thousands of dialogs, rendering is a sizeable share of a scrape's CPU and memory.
@@ -98,11 +98,13 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     wait_seconds = scrape_timeout(request)
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     in_flight = request.app[IN_FLIGHT_KEY].bodies
-    task = in_flight.get(content_type)
+    # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
+    key = f"{content_type}|{wait_seconds:.3f}"
+    task = in_flight.get(key)
     if task is None:
         task = asyncio.create_task(_fetch_and_render(exporter, encoder, wait_seconds))
-        in_flight[content_type] = task
-        task.add_done_callback(lambda _: in_flight.pop(content_type, None))
+        in_flight[key] = task
+        task.add_done_callback(lambda _: in_flight.pop(key, None))
     else:
         for runtime in exporter.runtimes.values():
             runtime.note_joined_scrape()

@@ -256,3 +256,24 @@ async def test_a_refresh_that_never_ends_is_abandoned(
     assert outcome.reason is Reason.TIMEOUT
     assert outcome.detail == "refresh exceeded 0.6s"
     assert 5 <= len(sim.crisp.calls("/conversations/")) < 20
+
+
+async def test_concurrent_metrics_share_a_body_only_within_one_deadline(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config_yaml(sim))
+    for provider in sim.providers:
+        provider.latency = 0.5
+
+    async def scrape(timeout_header: str) -> str:
+        response = await client.get(
+            "/metrics", headers={"X-Prometheus-Scrape-Timeout-Seconds": timeout_header}
+        )
+        return await response.text()
+
+    first, second, short = await asyncio.gather(scrape("10"), scrape("10"), scrape("0.4"))
+    assert first == second  # one rendered body served to both
+    assert set(dialog_values(parse(first), "chat_unread_up", "imkit").values()) == {1.0}
+    # The short deadline got its own render when it ran out, not the longer scrape's body.
+    assert set(dialog_values(parse(short), "chat_unread_up", "imkit").values()) == {0.0}
+    assert upstream_calls(sim) == 10  # all three shared one refresh of every account
