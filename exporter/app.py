@@ -22,7 +22,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
-from exporter.scrape import AccountResult, AccountRuntime, observe_all
+from exporter.scrape import AccountResult, observe_all
 from exporter.service import Exporter, UnknownTargetError
 
 log = logging.getLogger(__name__)
@@ -88,10 +88,6 @@ def _status(exporter: Exporter) -> ExporterStatus:
     )
 
 
-async def _scrape(request: web.Request, runtimes: Sequence[AccountRuntime]) -> list[AccountResult]:
-    return await observe_all(runtimes, scrape_timeout(request))
-
-
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Every configured account plus the exporter's self-metrics."""
     exporter = request.app[EXPORTER_KEY]
@@ -152,25 +148,25 @@ async def probe(request: web.Request) -> web.StreamResponse:
         runtimes = exporter.select(accounts, providers)
     except UnknownTargetError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    results = await _scrape(request, runtimes)
+    results = await observe_all(runtimes, scrape_timeout(request))
     if debug == "true":
-        return web.Response(text=_debug_trace(results, runtimes))
+        return web.Response(text=_debug_trace(results))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
     return await _render(request, registry)
 
 
-def _debug_trace(results: Sequence[AccountResult], runtimes: Sequence[AccountRuntime]) -> str:
+def _debug_trace(results: Sequence[AccountResult]) -> str:
     """A plain-text account of one probe: requests, outcomes, cache use; secrets redacted."""
     lines: list[str] = []
-    for result, runtime in zip(results, runtimes, strict=True):
+    for result in results:
         account = result.account
         lines.append(f"account {account.name} (provider {account.provider}): {result.source}")
         lines.extend(f"  request {entry}" for entry in result.trace)
         for dialog in result.dialogs:
             if dialog.error is not None:
-                detail = runtime.upstream.redact(dialog.error.detail)
-                lines.append(f"  dialog {dialog.name}: up 0, {dialog.error.reason}: {detail}")
+                error = dialog.error
+                lines.append(f"  dialog {dialog.name}: up 0, {error.reason}: {error.detail}")
             else:
                 lines.append(f"  dialog {dialog.name}: up 1, {dialog.reading}")
     return "\n".join(lines) + "\n"
@@ -216,10 +212,7 @@ async def landing(request: web.Request) -> web.Response:
             if outcome is None:
                 result, reason = ("in flight" if last is not None else "not fetched yet"), ""
             elif isinstance(outcome, Exception):
-                result, reason = (
-                    "up 0",
-                    f"{outcome.reason}: {runtime.upstream.redact(outcome.detail)}",
-                )
+                result, reason = "up 0", f"{outcome.reason}: {outcome.detail}"
             else:
                 result, reason = f"up 1, {outcome.messages} unread", ""
             rows.append(

@@ -81,6 +81,11 @@ class Round:
     def done(self) -> bool:
         return self.task is None or self.task.done()
 
+    async def wait(self, seconds: float) -> None:
+        """Wait for the refresh to finish, at most ``seconds`` (it keeps running after)."""
+        if self.task is not None and not self.task.done():
+            await asyncio.wait({self.task}, timeout=max(seconds, 0.0))
+
 
 class AccountRuntime:
     """One account's fetcher, HTTP state, cache and statistics; lives until its config changes."""
@@ -109,26 +114,22 @@ class AccountRuntime:
         """This scrape's view of the account, waiting at most ``wait_seconds``."""
         now = self._clock()
         current = self._last_round
-        if current is not None and not current.done:
-            source: Source = "shared"
-        elif current is not None and now - current.started_at < self.account.cache_ttl:
+        source: Source
+        if current is None:
+            source, current = "fresh", self._start_round(now)
+        elif not current.done:
+            source = "shared"
+        elif now - current.started_at < self.account.cache_ttl:
             source = "cache"
-        elif (
-            current is not None
-            and self.upstream.budget is not None
-            and not (self.upstream.budget.allows_refresh(now))
-        ):
+        elif self.upstream.budget is not None and not self.upstream.budget.allows_refresh(now):
             source = "budget"
         else:
-            source = "fresh"
-            current = self._start_round(now)
+            source, current = "fresh", self._start_round(now)
         if source == "fresh":
             self.stats.cache_misses += 1
         else:
             self.stats.cache_hits += 1
-        assert current is not None
-        if current.task is not None and not current.task.done():
-            await asyncio.wait({current.task}, timeout=max(wait_seconds, 0.0))
+        await current.wait(wait_seconds)
         return AccountResult(
             account=self.account,
             dialogs=tuple(
@@ -167,25 +168,29 @@ class AccountRuntime:
         started = time.perf_counter()
 
         def record(dialog: str, outcome: Outcome) -> None:
-            round_.outcomes[dialog] = outcome
             if isinstance(outcome, Reading):
                 self._last_good[dialog] = (outcome, self._clock())
             else:
+                # Redacted once here, so logs, the landing page and probe debug output can
+                # show details as they are, whatever body text a provider put in them.
+                outcome = FetchError(outcome.reason, self.upstream.redact(outcome.detail))
                 self._count_error(dialog, outcome)
+            round_.outcomes[dialog] = outcome
+
+        def record_missing(error: FetchError) -> None:
+            for dialog in self.account.dialogs:
+                if dialog.name not in round_.outcomes:
+                    record(dialog.name, error)
 
         limit = ROUND_LIMIT_TIMEOUTS * self.account.timeout
         try:
             async with asyncio.timeout(limit):
                 await self.fetcher.fetch(self.account.dialogs, record)
         except TimeoutError:  # many slow pages or retries: give up so the next scrape retries
-            for dialog in self.account.dialogs:
-                if dialog.name not in round_.outcomes:
-                    record(dialog.name, FetchError(Reason.TIMEOUT, f"refresh exceeded {limit:g}s"))
+            record_missing(FetchError(Reason.TIMEOUT, f"refresh exceeded {limit:g}s"))
         except Exception:  # a provider bug must not take other dialogs or the scrape down
             log.exception("fetch failed unexpectedly account=%s", self.account.name)
-            for dialog in self.account.dialogs:
-                if dialog.name not in round_.outcomes:
-                    record(dialog.name, FetchError(Reason.BAD_RESPONSE, "internal error"))
+            record_missing(FetchError(Reason.BAD_RESPONSE, "internal error"))
         finally:
             self.stats.last_fetch_duration = time.perf_counter() - started
             if self.upstream.budget is not None:
@@ -200,7 +205,7 @@ class AccountRuntime:
                 "account": self.account.name,
                 "dialog": dialog,
                 "reason": str(error.reason),
-                "detail": self.upstream.redact(error.detail),
+                "detail": error.detail,
             },
         )
 

@@ -137,10 +137,6 @@ def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
     return redact("; ".join(dict.fromkeys(parts)))[:200] or "error body without a message"
 
 
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
-
-
 class Upstream:
     """One account's view of the shared HTTP session."""
 
@@ -217,19 +213,19 @@ class Upstream:
                     raw = await self._read_capped(resp)
                     status, resp_headers = resp.status, resp.headers
             except TimeoutError:
-                self._note(method, url, "timeout", started)
+                self._note(method, url, started, failure="timeout")
                 raise FetchError(
                     Reason.TIMEOUT, f"no answer within {self._timeout_seconds:g}s"
                 ) from None
             except FetchError:
-                self._note(method, url, "body too large", started)
+                self._note(method, url, started, failure="body too large")
                 raise
             except aiohttp.ClientError as exc:
-                self._note(method, url, type(exc).__name__, started)
+                self._note(method, url, started, failure=type(exc).__name__)
                 raise FetchError(
                     Reason.CONNECTION, self.redact(f"{type(exc).__name__}: {exc}")[:200]
                 ) from None
-        self._note(method, url, str(status), started)
+        self._note(method, url, started, status=status)
         self._read_rate_limit_headers(resp_headers)
         if status >= 300:
             raise self._http_error(status, resp_headers, raw, refine)
@@ -256,10 +252,13 @@ class Upstream:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _note(self, method: str, url: str, outcome: str, started: float) -> None:
-        status_class = _status_class(int(outcome)) if outcome.isdigit() else "error"
-        self.stats.requests_by_status_class[status_class] += 1
+    def _note(
+        self, method: str, url: str, started: float, status: int = 0, failure: str = ""
+    ) -> None:
+        """Count the request by status class ("error": no HTTP answer) and trace it."""
+        self.stats.requests_by_status_class[f"{status // 100}xx" if status else "error"] += 1
         elapsed_ms = (time.perf_counter() - started) * 1000
+        outcome = str(status) if status else failure
         self.trace.append(self.redact(f"{method} {url} -> {outcome} in {elapsed_ms:.1f} ms"))
 
     def _read_rate_limit_headers(self, headers: Mapping[str, str]) -> None:

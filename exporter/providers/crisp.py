@@ -60,13 +60,16 @@ def _data(body: Any) -> Any:
     return body["data"]
 
 
-def _operator_unread(conversation: Any) -> int:
+def _unread(conversation: Any, side: str) -> int:
+    """A conversation's ``unread.<side>``, the same for one conversation and for the list."""
     if not isinstance(conversation, dict):
-        raise FetchError(Reason.BAD_RESPONSE, "conversation list holds a non-object")
+        raise FetchError(Reason.BAD_RESPONSE, "conversation is not an object")
     unread = conversation.get("unread")
-    if unread is None or (isinstance(unread, dict) and "operator" not in unread):
+    if unread is None or (isinstance(unread, dict) and side not in unread):
         return 0  # Crisp omits the counter when nothing is unread on that side
-    return count(conversation, "unread", "operator")
+    if not isinstance(unread, dict):
+        raise FetchError(Reason.BAD_RESPONSE, "conversation's unread is not an object")
+    return count(unread, side)
 
 
 class CrispFetcher:
@@ -90,12 +93,7 @@ class CrispFetcher:
             return await self._backlog()
         url = f"{self._website_url}/conversation/{quote(dialog.session_id, safe='')}"
         response = await self._upstream.request("GET", url, headers=self._headers)
-        conversation = _data(response.body)
-        side = dialog.side or "visitor"
-        unread = conversation.get("unread") if isinstance(conversation, dict) else None
-        if not isinstance(unread, dict):
-            raise FetchError(Reason.BAD_RESPONSE, "conversation has no unread object")
-        return Reading(messages=count(unread, side) if side in unread else 0)
+        return Reading(messages=_unread(_data(response.body), dialog.side or "visitor"))
 
     async def _backlog(self) -> Reading:
         """Sum unread operator messages over every open conversation with unread messages."""
@@ -111,7 +109,7 @@ class CrispFetcher:
             if not isinstance(items, list):
                 raise FetchError(Reason.BAD_RESPONSE, "conversation list is not a list")
             for conversation in items:
-                unread = _operator_unread(conversation)
+                unread = _unread(conversation, "operator")
                 if unread == 0:
                     continue
                 messages += unread
