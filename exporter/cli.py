@@ -17,6 +17,7 @@ from exporter import __version__
 from exporter.app import make_app
 from exporter.config import ConfigError, ExporterConfig, load_config, parse_config
 from exporter.logs import LEVELS, setup_logging
+from exporter.registry import PLUGIN_FAILURES
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfigError, load_web_config
@@ -191,6 +192,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script and ``python -m exporter``; returns the exit status."""
     args = parse_args(argv)
     setup_logging(args.log_level, args.log_format)
+    for failure in PLUGIN_FAILURES:  # the other providers work; say which one does not, once
+        log.warning(
+            "provider plugin not loaded",
+            extra={"provider": failure.name, "source": failure.source, "problem": failure.problem},
+        )
     if args.config_check:
         return check_config(args.config_file, args.web_config_file)
     try:

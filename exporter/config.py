@@ -21,7 +21,7 @@ import yaml
 from pydantic import ValidationError
 
 from exporter.models import AccountConfig
-from exporter.registry import PROVIDERS
+from exporter.registry import PLUGIN_FAILURES, PROVIDERS
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _TOP_LEVEL_KEYS = frozenset({"accounts"})
@@ -239,6 +239,9 @@ def _validate_account(
             return None  # e.g. an unset ${VAR}, already reported
         known = ", ".join(sorted(PROVIDERS))
         detail = "is missing" if provider_name is None else f"{provider_name!r} is not known"
+        broken = [f for f in PLUGIN_FAILURES if f.name == provider_name]
+        if broken:
+            detail = f"{provider_name!r} is installed but {broken[0].problem}"
         walker.problem((*path, "provider"), f"provider {detail} (known: {known})")
         return None
     item = _read_secret_files(walker, item, path, provider.account_model.secret_fields, base_dir)

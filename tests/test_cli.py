@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,14 +111,20 @@ class Running:
 
 @asynccontextmanager
 async def serving(
-    tmp_path: Path, *args: str, env: Mapping[str, str] | None = None
+    tmp_path: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    command: Sequence[str] = (str(EXE),),
 ) -> AsyncIterator[Running]:
-    """Start the exporter on a free loopback port; it is killed afterwards whatever happens."""
+    """Start the exporter on a free loopback port; it is killed afterwards whatever happens.
+
+    ``command`` runs it: the console script of this venv unless another installation is meant.
+    """
     port = free_port()
     stdout_path, stderr_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
     with stdout_path.open("wb") as stdout, stderr_path.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
-            str(EXE),
+            *command,
             f"--web.listen-address=127.0.0.1:{port}",
             *args,
             stdout=stdout,

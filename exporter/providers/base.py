@@ -1,5 +1,9 @@
 """The one small protocol every provider implements, and the helpers they share.
 
+This module is the provider interface, for the built-in providers and for plugins alike
+(``docs/plugins.md``): what ``__all__`` lists is public and versioned by ``API_VERSION``, which
+changes only when a change would break a provider written against the previous version.
+
 A provider turns an account's configuration into an :class:`AccountFetcher`. The fetcher gets
 all of the account's dialogs at once (so a provider that can batch, like QuickBlox, answers many
 dialogs with one request) and reports each dialog's outcome through ``record`` as soon as it is
@@ -18,6 +22,23 @@ from exporter.models import AccountConfig, DialogConfig
 
 if TYPE_CHECKING:
     from exporter.upstream import Upstream
+
+__all__ = [
+    "API_VERSION",
+    "AccountFetcher",
+    "FetchError",
+    "Outcome",
+    "Provider",
+    "Reading",
+    "Reason",
+    "Record",
+    "count",
+    "fetch_each",
+    "record_all",
+]
+
+API_VERSION = 1
+"""The provider interface version this exporter implements; a provider states the one it needs."""
 
 
 class Reason(StrEnum):
@@ -69,11 +90,17 @@ class AccountFetcher(Protocol):
 
 @dataclass(frozen=True)
 class Provider(Generic[AccountT]):
-    """A registry entry: the name used in the config and how to build its fetcher."""
+    """A registry entry: the name used in the config and how to build its fetcher.
+
+    ``name`` must equal the entry point's name; ``account_model`` validates one account of the
+    config (a subclass of ``AccountConfig``); ``make_fetcher`` is called once per account and
+    config version; ``api_version`` is the interface version the provider was written for.
+    """
 
     name: str
     account_model: type[AccountT]
     make_fetcher: Callable[[AccountT, Upstream], AccountFetcher]
+    api_version: int = API_VERSION
 
 
 async def fetch_each(
