@@ -46,8 +46,11 @@ UNLABELLED_METRICS = {
     "chat_unread_exporter_config_last_reload_success_timestamp_seconds",
 }
 SELECTOR_DIALOG = '{provider=~"$provider",account=~"$account",dialog=~"$dialog"}'
+RULES = ROOT / "prometheus" / "rules" / "chat-unread.rules.yml"
 SELECTOR_ACCOUNT = '{provider=~"$provider",account=~"$account"}'
 METRIC_RE = re.compile(r"\b(chat_unread_[a-z_]+)\b(\{[^}]*\})?")
+# Series recorded by the shipped rules (per dialog, like the metrics they come from).
+RECORD_RE = re.compile(r"\b(chat_unread:[a-z_:]+)(\{[^}]*\})?")
 # Grafana's interval variables, and what the parse check substitutes for them.
 INTERVAL_VARIABLES = ("$__rate_interval", "$__interval", "$__range")
 
@@ -88,6 +91,24 @@ def _exprs(dashboard: dict[str, Any]) -> list[str]:
 
 def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {variable["name"]: variable for variable in dashboard["templating"]["list"]}
+
+
+def _recorded() -> set[str]:
+    """Names of the series the shipped rules record."""
+    return {
+        rule["record"]
+        for group in load_mapping(RULES)["groups"]
+        for rule in group["rules"]
+        if "record" in rule
+    }
+
+
+def _alert_expr(name: str) -> str:
+    for group in load_mapping(RULES)["groups"]:
+        for rule in group["rules"]:
+            if rule.get("alert") == name:
+                return str(rule["expr"])
+    raise AssertionError(f"no alert {name} in {RULES.name}")
 
 
 def substitute_variables(expr: str) -> str:
@@ -198,8 +219,39 @@ def test_the_issue_panels_are_there() -> None:
         "chat_unread_fetch_duration_seconds",
         "time() - chat_unread_last_success_timestamp_seconds",
         "chat_unread_rate_limit_remaining",
+        "time() - chat_unread:waiting_since_timestamp_seconds",
+        "chat_unread:waiting_sla_seconds",
     ):
         assert needle in exprs, needle
+
+
+def test_waiting_panels_show_the_clock_of_the_alert() -> None:
+    """The waiting panels read the same clock and SLA as ChatUnreadWaitingTooLong."""
+    panels = {panel["title"]: panel for panel in _panels(_dashboard())}
+    alert = _alert_expr("ChatUnreadWaitingTooLong")
+    assert "time() - chat_unread:waiting_since_timestamp_seconds" in alert
+    assert "chat_unread:waiting_sla_seconds" in alert
+    clock = f"time() - chat_unread:waiting_since_timestamp_seconds{SELECTOR_DIALOG}"
+    sla = f"chat_unread:waiting_sla_seconds{SELECTOR_DIALOG}"
+    table = panels["Waiting without a break"]
+    assert table["type"] == "table"
+    assert [target["expr"] for target in table["targets"]] == [
+        f"max by (provider, account, dialog) ({clock})",
+        f"max by (provider, account, dialog) ({sla})",
+        f"max by (provider, account, dialog) ({clock}) / on (provider, account, dialog)"
+        f" max by (provider, account, dialog) ({sla})",
+    ]
+    organize = table["transformations"][1]["options"]["renameByName"]
+    assert [organize[f"Value #{ref}"] for ref in "ABC"] == ["Unread for", "SLA", "Of SLA"]
+    (share,) = table["fieldConfig"]["overrides"]
+    assert share["matcher"]["options"] == "Of SLA"
+    properties = {prop["id"]: prop["value"] for prop in share["properties"]}
+    assert properties["unit"] == "percentunit"
+    # Red from the SLA on, whatever its value for the dialog.
+    assert properties["thresholds"]["steps"][-1] == {"color": "red", "value": 1}
+    (series,) = panels["Unread without a break"]["targets"]
+    assert series["expr"] == f"max by (account, dialog) ({clock})"
+    assert series["range"] is True
 
 
 def test_every_selector_uses_the_variables() -> None:
@@ -214,7 +266,11 @@ def test_every_selector_uses_the_variables() -> None:
                 assert selector == SELECTOR_ACCOUNT, expr
             else:
                 assert metric in UNLABELLED_METRICS, f"unknown metric {metric} in {expr}"
-        if not metrics:
+        records = RECORD_RE.findall(expr)
+        for record, selector in records:
+            assert record in _recorded(), f"{record} is not recorded by {RULES.name}: {expr}"
+            assert selector == SELECTOR_DIALOG, expr
+        if not metrics and not records:
             assert re.fullmatch(r'sum\(up\{job=~"[^"]+"\}\)', expr), expr
 
 

@@ -408,6 +408,35 @@ def test_rules_load_and_evaluate(
     assert {float(item["value"][1]) for item in series} == {100.0}
     sla = _query(server, "chat_unread:oldest_unread_sla_seconds")
     assert {float(item["value"][1]) for item in sla} == {900.0}
+    waiting_sla = _query(server, "chat_unread:waiting_sla_seconds")
+    assert {float(item["value"][1]) for item in waiting_sla} == {900.0}
+
+    # The waiting clock (a rule that reads its own previous value) runs for exactly the dialogs
+    # with something unread (polled: the demo's counts move every 2 s, the clock follows one
+    # evaluation later), and started no later than now.
+    def key(series: dict[str, Any]) -> tuple[str, str, str]:
+        return (
+            series["metric"]["provider"],
+            series["metric"]["account"],
+            series["metric"]["dialog"],
+        )
+
+    def clocks_match() -> set[tuple[str, str, str]] | None:
+        clocks = {key(s) for s in _query(server, "chat_unread:waiting_since_timestamp_seconds")}
+        waiting = {
+            key(s)
+            for s in _query(server, "(chat_unread_conversations or chat_unread_messages) > 0")
+        }
+        return clocks if clocks and clocks == waiting else None
+
+    clocks = poll(
+        clocks_match,
+        "a waiting clock for every dialog with something unread",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter, server],
+    )
+    assert len(clocks) >= len(DEMO_DIALOGS) // 2, clocks
+    assert _query(server, "chat_unread:waiting_since_timestamp_seconds > time()") == []
     accounts = _query(server, "chat_unread:rate_limit_remaining_threshold")
     assert sorted(item["metric"]["account"] for item in accounts) == DEMO_ACCOUNTS
 
