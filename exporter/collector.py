@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.providers.base import Reading, Reason
+from exporter.outcome import Reading, Reason
 from exporter.scrape import AccountResult, AccountRuntime
 
 NAMESPACE = "chat_unread"

@@ -21,7 +21,8 @@ from typing import Any, Literal
 import aiohttp
 
 from exporter.models import AccountConfig
-from exporter.providers.base import AccountFetcher, FetchError, Outcome, Provider, Reading, Reason
+from exporter.outcome import FetchError, Outcome, Reading, Reason
+from exporter.providers.base import AccountFetcher, Provider
 from exporter.upstream import Clock, Upstream
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from multidict import CIMultiDictProxy
 
 from exporter.budget import DailyBudget
 from exporter.models import AccountConfig
-from exporter.providers.base import FetchError, Reason
+from exporter.outcome import FetchError, Reason
 
 log = logging.getLogger(__name__)
 

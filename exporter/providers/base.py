@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from exporter.models import AccountConfig, DialogConfig
+from exporter.outcome import FetchError, Outcome, Reading, Reason, Record
 
 if TYPE_CHECKING:
     from exporter.upstream import Upstream
@@ -40,42 +40,6 @@ __all__ = [
 API_VERSION = 1
 """The provider interface version this exporter implements; a provider states the one it needs."""
 
-
-class Reason(StrEnum):
-    """Why a dialog could not be fetched: the fixed ``reason`` label set of the errors counter."""
-
-    TIMEOUT = "timeout"
-    HTTP_4XX = "http_4xx"
-    HTTP_5XX = "http_5xx"
-    RATE_LIMITED = "rate_limited"
-    AUTH = "auth"
-    NOT_FOUND = "not_found"
-    BAD_RESPONSE = "bad_response"
-    CONNECTION = "connection"
-
-
-class FetchError(Exception):
-    """An upstream failure, already classified; ``detail`` is one log-safe line."""
-
-    def __init__(self, reason: Reason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    """What one dialog reported; ``None`` means the provider does not report that value."""
-
-    messages: int
-    mentions: int | None = None
-    invitations: int | None = None
-    conversations: int | None = None
-    oldest_unread_timestamp: float | None = None
-
-
-Outcome = Reading | FetchError
-Record = Callable[[str, Outcome], None]
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
 DialogT = TypeVar("DialogT", bound=DialogConfig)

@@ -1,0 +1,49 @@
+"""What fetching a dialog can come to: a reading, or a classified failure.
+
+These types sit below both the providers and ``upstream`` (which classifies HTTP failures into
+them), so neither has to import the other. Providers and plugins import them from
+``exporter.providers.base``, the public interface, which re-exports them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Why a dialog could not be fetched: the fixed ``reason`` label set of the errors counter."""
+
+    TIMEOUT = "timeout"
+    HTTP_4XX = "http_4xx"
+    HTTP_5XX = "http_5xx"
+    RATE_LIMITED = "rate_limited"
+    AUTH = "auth"
+    NOT_FOUND = "not_found"
+    BAD_RESPONSE = "bad_response"
+    CONNECTION = "connection"
+
+
+class FetchError(Exception):
+    """An upstream failure, already classified; ``detail`` is one log-safe line."""
+
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What one dialog reported; ``None`` means the provider does not report that value."""
+
+    messages: int
+    mentions: int | None = None
+    invitations: int | None = None
+    conversations: int | None = None
+    oldest_unread_timestamp: float | None = None
+
+
+Outcome = Reading | FetchError
+Record = Callable[[str, Outcome], None]
