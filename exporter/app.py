@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -24,6 +23,7 @@ from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
 from exporter.scrape import AccountResult, observe_all
 from exporter.service import Exporter, UnknownTargetError
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,13 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text=f"config reloaded: {len(config.accounts)} accounts\n")
 
 
+async def reload_disabled(request: web.Request) -> web.Response:
+    """POST /-/reload under --web.disable-reload: refused, as Prometheus refuses it."""
+    raise web.HTTPForbidden(
+        text="reloading over HTTP is disabled (--web.disable-reload); send SIGHUP instead\n"
+    )
+
+
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s ago"
 
@@ -250,9 +257,16 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.Application:
-    """The aiohttp application; ``middlewares`` carries basic auth from --web.config.file."""
-    app = web.Application(middlewares=list(middlewares))
+def make_app(
+    exporter: Exporter, web_config: WebConfig | None = None, *, reload_enabled: bool = True
+) -> web.Application:
+    """The aiohttp application behind ``web_config`` (basic auth and headers).
+
+    With ``reload_enabled`` false, POST /-/reload answers 403 (GET still 405), so only
+    SIGHUP, which needs the right to signal the process, can reload the config.
+    """
+    app = web.Application()
+    (web_config or WebConfig()).install(app)
     app[EXPORTER_KEY] = exporter
     app[IN_FLIGHT_KEY] = RenderedInFlight()
     app.router.add_get("/", landing)
@@ -261,5 +275,5 @@ def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.
     app.router.add_get("/exporter-metrics", exporter_metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", reload)
+    app.router.add_post("/-/reload", reload if reload_enabled else reload_disabled)
     return app

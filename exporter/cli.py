@@ -19,7 +19,7 @@ from exporter.config import ConfigError, ExporterConfig, load_config, parse_conf
 from exporter.logs import LEVELS, setup_logging
 from exporter.service import Exporter
 from exporter.simulator import Simulator
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -60,6 +60,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         metavar="PATH",
         help="TLS and basic auth, in the Prometheus exporter-toolkit format",
+    )
+    parser.add_argument(
+        "--web.disable-reload",
+        dest="disable_reload",
+        action="store_true",
+        help="refuse POST /-/reload with 403; SIGHUP still reloads (by default /-/reload is "
+        "open, or needs basic auth when --web.config.file sets basic_auth_users)",
     )
     parser.add_argument(
         "--log.level",
@@ -132,11 +139,8 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config."""
     host, port = parse_listen_address(args.listen)
-    ssl_context, middlewares = None, []
-    if args.web_config_file:
-        web_config = load_web_config(args.web_config_file)
-        ssl_context = web_config.ssl_context()
-        middlewares.append(web_config.middleware())
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    ssl_context = web_config.ssl_context()
     simulator: Simulator | None = None
     load: Callable[[], ExporterConfig]
     if args.demo:
@@ -155,7 +159,9 @@ async def serve(args: argparse.Namespace) -> int:
         if simulator is not None:
             evolution = asyncio.create_task(simulator.run_evolution())
         runner = web.AppRunner(
-            make_app(exporter, middlewares), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
+            make_app(exporter, web_config, reload_enabled=not args.disable_reload),
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_GRACE,
         )
         await runner.setup()
         try:
