@@ -10,8 +10,10 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
 from urllib.parse import quote
 
 from aiohttp import web
@@ -75,8 +77,37 @@ async def _send(request: web.Request, body: bytes, content_type: str) -> web.Str
     return response
 
 
+# The versions of each exposition format that prometheus_client writes. Content negotiation
+# is prometheus_client's; it only ever sees media ranges naming one of these versions (or
+# none), because it trusts the client's ``version``: ``version=abc`` makes it raise, and
+# ``version=99`` would be echoed back in Content-Type as if that format were served.
+_SERVED_VERSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        "application/openmetrics-text": frozenset({"0.0.1", "1.0.0", "2.0.0"}),
+        "text/plain": frozenset({"0.0.4", "1.0.0"}),
+    }
+)
+
+
+def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    """Encoder and Content-Type for an Accept header; any header at all gets an answer.
+
+    Media ranges asking for a version of a format that is not served are skipped, as HTTP
+    content negotiation would; when none is left, the answer is the Prometheus text format.
+    """
+    served = []
+    for media_range in accept.split(","):
+        media_type, *params = media_range.split(";")
+        versions = _SERVED_VERSIONS.get(media_type.strip(), frozenset())
+        # Parameters are read as prometheus_client reads them: key=value, split at the first =.
+        asked = [p.strip().split("=", 1)[1] for p in params if p.strip().startswith("version=")]
+        if all(version in versions for version in asked):
+            served.append(media_range)
+    return choose_encoder(",".join(served))
+
+
 async def _render(request: web.Request, registry: CollectorRegistry) -> web.StreamResponse:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encoder, content_type = negotiate(request.headers.get("Accept", ""))
     return await _send(request, encoder(registry), content_type)
 
 
@@ -92,7 +123,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     """Every configured account plus the exporter's self-metrics."""
     exporter = request.app[EXPORTER_KEY]
     wait_seconds = scrape_timeout(request)
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encoder, content_type = negotiate(request.headers.get("Accept", ""))
     in_flight = request.app[IN_FLIGHT_KEY].bodies
     # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
     key = f"{content_type}|{wait_seconds:.3f}"
