@@ -49,6 +49,9 @@ FLAGS = (
     "--log.level",
     "--log.format",
     "--web.config.file",
+    "--web.disable-reload",
+    "--web.read-header-timeout",
+    "--web.max-connections",
     "--config.check",
     "--demo",
 )
