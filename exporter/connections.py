@@ -86,7 +86,9 @@ class _Connection(asyncio.Protocol):
             self.inner.connection_lost(exc)
 
     def drop(self, why: str) -> None:
-        """Close at once (no response is in progress); the guard stops counting it now."""
+        """Close at once, without a goodbye: the connection waits for a request head, so no
+        handler is cut short, and the guard stops counting it now rather than when asyncio
+        reports it lost."""
         self.guard.forget(self)
         if self.transport is not None:
             log.debug("closing a connection", extra={"reason": why})
@@ -96,22 +98,12 @@ class _Connection(asyncio.Protocol):
 class ConnectionGuard:
     """Header-read deadline and connection limit for one HTTP server (see the module doc)."""
 
-    def __init__(
-        self,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-    ) -> None:
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
         self._open: dict[asyncio.BaseProtocol, _Connection] = {}  # by aiohttp's protocol
         # Connections waiting for a request head, longest-waiting first.
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()
-        self.dropped = 0
-
-    @property
-    def open_connections(self) -> int:
-        """Connections open now."""
-        return len(self._open)
 
     def protocol_factory(
         self, factory: Callable[[], asyncio.Protocol]
@@ -143,11 +135,9 @@ class ConnectionGuard:
         """Count a new connection, making room for it if need be; False: refuse it."""
         if len(self._open) >= self.max_connections:
             if not self._waiting:
-                self.dropped += 1
                 log.debug("refusing a connection: every connection is serving a request")
                 return False
             oldest = next(iter(self._waiting))
-            self.dropped += 1
             oldest.drop("connection limit reached: the longest wait for a request head")
         self._open[connection.inner] = connection
         self._wait(connection)
@@ -175,7 +165,6 @@ class ConnectionGuard:
             connection.deadline = None
 
     def _expire(self, connection: _Connection) -> None:
-        self.dropped += 1
         connection.drop(f"no complete request head within {self.header_timeout:g} s")
 
 

@@ -5,7 +5,8 @@ The file uses the format of the Prometheus exporter-toolkit
 operator can reuse the web config they already have for node_exporter & co. One extension is
 ours: a top-level ``unauthenticated_paths`` list (exact paths such as ``/-/healthy``) that
 health probes may reach without credentials; it is empty by default, so that setting
-``basic_auth_users`` protects every path unless the file says otherwise.
+``basic_auth_users`` protects every path unless the file says otherwise, and it can never
+open ``/-/reload``, which changes the exporter's state.
 
 Where Python's ``ssl`` module cannot do what Go's ``crypto/tls`` does, this module refuses the
 setting with a message, or does something stricter, never something weaker; see
@@ -550,6 +551,8 @@ class WebConfig:
         for name, hashed in self.basic_auth_users.items():
             _check_username(name)
             _check_bcrypt_hash(hashed)
+        for path in self.unauthenticated_paths:
+            _check_path(path)
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "basic_auth_users", MappingProxyType(dict(self.basic_auth_users)))
         object.__setattr__(self, "unauthenticated_paths", frozenset(self.unauthenticated_paths))
