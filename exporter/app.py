@@ -10,12 +10,13 @@ import asyncio
 import html
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -24,6 +25,7 @@ from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
 from exporter.scrape import AccountResult, observe_all
 from exporter.service import Exporter, UnknownTargetError
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,37 @@ async def _send(request: web.Request, body: bytes, content_type: str) -> web.Str
     return response
 
 
+# The versions of each exposition format that prometheus_client writes. Content negotiation
+# is prometheus_client's; it only ever sees media ranges naming one of these versions (or
+# none), because it trusts the client's ``version``: ``version=abc`` makes it raise, and
+# ``version=99`` would be echoed back in Content-Type as if that format were served.
+_SERVED_VERSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
+    {
+        "application/openmetrics-text": frozenset({"0.0.1", "1.0.0", "2.0.0"}),
+        "text/plain": frozenset({"0.0.4", "1.0.0"}),
+    }
+)
+
+
+def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
+    """Encoder and Content-Type for an Accept header; any header at all gets an answer.
+
+    Media ranges asking for a version of a format that is not served are skipped, as HTTP
+    content negotiation would; when none is left, the answer is the Prometheus text format.
+    """
+    served = []
+    for media_range in accept.split(","):
+        media_type, *params = media_range.split(";")
+        versions = _SERVED_VERSIONS.get(media_type.strip(), frozenset())
+        # Parameters are read as prometheus_client reads them: key=value, split at the first =.
+        asked = [p.strip().split("=", 1)[1] for p in params if p.strip().startswith("version=")]
+        if all(version in versions for version in asked):
+            served.append(media_range)
+    return choose_encoder(",".join(served))
+
+
 async def _render(request: web.Request, registry: CollectorRegistry) -> web.StreamResponse:
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encoder, content_type = negotiate(request.headers.get("Accept", ""))
     return await _send(request, encoder(registry), content_type)
 
 
@@ -92,7 +123,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     """Every configured account plus the exporter's self-metrics."""
     exporter = request.app[EXPORTER_KEY]
     wait_seconds = scrape_timeout(request)
-    encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encoder, content_type = negotiate(request.headers.get("Accept", ""))
     in_flight = request.app[IN_FLIGHT_KEY].bodies
     # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
     key = f"{content_type}|{wait_seconds:.3f}"
@@ -193,6 +224,13 @@ async def reload(request: web.Request) -> web.Response:
     return web.Response(text=f"config reloaded: {len(config.accounts)} accounts\n")
 
 
+async def reload_disabled(request: web.Request) -> web.Response:
+    """POST /-/reload under --web.disable-reload: refused, as Prometheus refuses it."""
+    raise web.HTTPForbidden(
+        text="reloading over HTTP is disabled (--web.disable-reload); send SIGHUP instead\n"
+    )
+
+
 def _age(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f}s ago"
 
@@ -250,9 +288,16 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
     return web.Response(text=page, content_type="text/html")
 
 
-def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.Application:
-    """The aiohttp application; ``middlewares`` carries basic auth from --web.config.file."""
-    app = web.Application(middlewares=list(middlewares))
+def make_app(
+    exporter: Exporter, web_config: WebConfig | None = None, *, reload_enabled: bool = True
+) -> web.Application:
+    """The aiohttp application behind ``web_config`` (basic auth and headers).
+
+    With ``reload_enabled`` false, POST /-/reload answers 403 (GET still 405), so only
+    SIGHUP, which needs the right to signal the process, can reload the config.
+    """
+    app = web.Application()
+    (web_config or WebConfig()).install(app)
     app[EXPORTER_KEY] = exporter
     app[IN_FLIGHT_KEY] = RenderedInFlight()
     app.router.add_get("/", landing)
@@ -261,5 +306,5 @@ def make_app(exporter: Exporter, middlewares: Sequence[Middleware] = ()) -> web.
     app.router.add_get("/exporter-metrics", exporter_metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", reload)
+    app.router.add_post("/-/reload", reload if reload_enabled else reload_disabled)
     return app

@@ -16,11 +16,17 @@ from aiohttp import web
 from exporter import __version__
 from exporter.app import make_app
 from exporter.config import ConfigError, ExporterConfig, load_config, parse_config
+from exporter.connections import (
+    DEFAULT_HEADER_TIMEOUT,
+    ConnectionGuard,
+    RepeatedLogFilter,
+    default_max_connections,
+)
 from exporter.logs import LEVELS, setup_logging
 from exporter.registry import PLUGIN_FAILURES
 from exporter.service import Exporter
 from exporter.simulator import Simulator
-from exporter.webconfig import WebConfigError, load_web_config
+from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
 log = logging.getLogger("exporter")
 
@@ -63,6 +69,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="TLS and basic auth, in the Prometheus exporter-toolkit format",
     )
     parser.add_argument(
+        "--web.disable-reload",
+        dest="disable_reload",
+        action="store_true",
+        help="refuse POST /-/reload with 403; SIGHUP still reloads (by default /-/reload is "
+        "open, or needs basic auth when --web.config.file sets basic_auth_users)",
+    )
+    parser.add_argument(
+        "--web.read-header-timeout",
+        dest="header_timeout",
+        type=_positive_seconds,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that has not sent a complete request head this long after "
+        "opening or after its previous request, idle keep-alive ones included "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=default_max_connections(),
+        metavar="N",
+        help="most client connections open at once; at the limit a new one replaces the one "
+        "waiting longest for a request (default: half the open-file limit, at most 512: "
+        "%(default)s)",
+    )
+    parser.add_argument(
         "--log.level",
         dest="log_level",
         default="info",
@@ -83,6 +116,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser.parse_args(argv)
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = float(text)
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds
+
+
+def _positive_int(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return number
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -133,11 +180,8 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config."""
     host, port = parse_listen_address(args.listen)
-    ssl_context, middlewares = None, []
-    if args.web_config_file:
-        web_config = load_web_config(args.web_config_file)
-        ssl_context = web_config.ssl_context()
-        middlewares.append(web_config.middleware())
+    web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
+    ssl_context = web_config.ssl_context()
     simulator: Simulator | None = None
     load: Callable[[], ExporterConfig]
     if args.demo:
@@ -155,12 +199,22 @@ async def serve(args: argparse.Namespace) -> int:
         await exporter.start()
         if simulator is not None:
             evolution = asyncio.create_task(simulator.run_evolution())
-        runner = web.AppRunner(
-            make_app(exporter, middlewares), access_log=None, shutdown_timeout=SHUTDOWN_GRACE
-        )
+        app = make_app(exporter, web_config, reload_enabled=not args.disable_reload)
+        guard = ConnectionGuard(args.header_timeout, args.max_connections)
+        guard.install(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
+        RepeatedLogFilter().install()
+        assert runner.server is not None  # set by setup()
         try:
-            await web.TCPSite(runner, host, port, ssl_context=ssl_context).start()
+            # Not web.TCPSite: it cannot put the guard between the socket and aiohttp.
+            listener = await asyncio.get_running_loop().create_server(
+                guard.protocol_factory(runner.server),
+                host,
+                port,
+                ssl=ssl_context,
+                ssl_handshake_timeout=args.header_timeout if ssl_context else None,
+            )
         except OSError as exc:
             await runner.cleanup()
             reason = exc.strerror or str(exc)
@@ -173,6 +227,7 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signal.SIGHUP, lambda: _reload_quietly(exporter))
         await stop.wait()
         log.info("shutting down: finishing scrapes in flight")
+        listener.close()
         await runner.cleanup()
     finally:
         if evolution is not None:

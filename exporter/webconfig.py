@@ -5,7 +5,8 @@ The file uses the format of the Prometheus exporter-toolkit
 operator can reuse the web config they already have for node_exporter & co. One extension is
 ours: a top-level ``unauthenticated_paths`` list (exact paths such as ``/-/healthy``) that
 health probes may reach without credentials; it is empty by default, so that setting
-``basic_auth_users`` protects every path unless the file says otherwise.
+``basic_auth_users`` protects every path unless the file says otherwise, and it can never
+open ``/-/reload``, which changes the exporter's state.
 
 Where Python's ``ssl`` module cannot do what Go's ``crypto/tls`` does, this module refuses the
 setting with a message, or does something stricter, never something weaker; see
@@ -26,8 +27,8 @@ import re
 import secrets
 import ssl
 import warnings
-from collections import OrderedDict
-from collections.abc import Hashable, Mapping
+from collections import Counter, OrderedDict
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -54,6 +55,10 @@ VERIFIED_CACHE_MAX: Final = 128
 # bcrypt only ever looks at the first 72 bytes of a password (Go's implementation, which
 # exporter-toolkit uses, behaves the same); the Python library raises on longer input instead.
 _BCRYPT_MAX_PASSWORD_BYTES: Final = 72
+
+# Paths that change the exporter's state: ``unauthenticated_paths`` may not open them, so with
+# basic auth configured nobody without credentials can make the exporter reload its config.
+ALWAYS_AUTHENTICATED_PATHS: Final = frozenset({"/-/reload"})
 
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 
@@ -124,15 +129,21 @@ _TOOLKIT_ONLY_KEYS: Final[Mapping[tuple[str, ...], str]] = MappingProxyType(
 class WebConfigError(Exception):
     """A web config file that cannot be used.
 
-    The message names the file, the field path and the problem, one line per problem, e.g.
-    ``web config /x/web.yml: tls_server_config.cert_file: file not found: /x/server.crt``.
-    It never contains a password or a password hash, so it is safe to log and to print.
+    Each of ``problems`` names the file (and the line, where the problem is in the file's
+    text), the field path and the problem, as ``config.yaml`` errors do, e.g.
+    ``/x/web.yml:7: unauthenticated_paths[1]: ...`` or
+    ``/x/web.yml: tls_server_config.cert_file: file not found: /x/server.crt`` for a problem
+    found outside the file. They never contain a password or a password hash, so they are safe
+    to log and to print.
     """
 
-    def __init__(self, source: Path | str, problems: list[str]) -> None:
+    def __init__(self, source: Path | str, problems: Sequence[str | tuple[int, str]]) -> None:
         self.source = str(source)
-        self.problems = tuple(problems)
-        super().__init__("\n".join(f"web config {self.source}: {p}" for p in self.problems))
+        self.problems = tuple(
+            f"{self.source}:{p[0]}: {p[1]}" if isinstance(p, tuple) else f"{self.source}: {p}"
+            for p in problems
+        )
+        super().__init__("\n".join(f"web config {p}" for p in self.problems))
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,6 +175,11 @@ def _check_path(value: str) -> str:
         raise ValueError(f"{value!r} must be an absolute path starting with '/'")
     if any(c in value for c in "?#") or any(ord(c) < 0x21 for c in value):
         raise ValueError(f"{value!r} must be a bare path (no query, fragment or whitespace)")
+    if value in ALWAYS_AUTHENTICATED_PATHS:
+        raise ValueError(
+            f"{value!r} changes the exporter's state and always needs credentials when "
+            "basic_auth_users is set (to turn it off, use --web.disable-reload)"
+        )
     return value
 
 
@@ -303,6 +319,26 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"malformed YAML: {type(exc).__name__}"
 
 
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int:
+    """The line (1-based) of the value at a pydantic error's ``loc``.
+
+    Where the path leaves what the walk can follow (a merged key, a key that is not a plain
+    string), the line of the closest enclosing value is taken: still next to the problem.
+    """
+    line = 1
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == part), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if part < len(node.value) else None
+        else:
+            node = None
+    return line if node is None else node.start_mark.line + 1
+
+
 # --------------------------------------------------------------------------------------------
 # The validated configuration
 
@@ -406,6 +442,11 @@ def _load_client_ca(ctx: ssl.SSLContext, ca: Path, source: Path | str) -> None:
         _fail(source, ca_field, f"no PEM CA certificate found in {ca}")
 
 
+def _bcrypt_cost(hashed: bytes) -> int:
+    """The cost of a hash already checked against ``_BCRYPT_HASH`` (``$2b$10$...`` -> 10)."""
+    return int(hashed[4:6])
+
+
 class _AuthState:
     """The mutable part of a ``WebConfig``: the cache of verified credentials and counters.
 
@@ -415,19 +456,26 @@ class _AuthState:
     password without keeping it, and unlike a bare SHA-256 a memory dump does not allow a fast
     offline guess of a weak password. Failures are not cached, so an attacker cannot fill the
     cache; they are slowed down by bcrypt instead.
+
+    Users may have hashes of different costs (a cost 4 check takes 1 ms, a cost 10 one 70 ms),
+    so checking only the claimed user's hash would tell by the response time which user names
+    exist and which cost each has. Every attempt therefore checks one hash of each configured
+    cost: the claimed user's own at that user's cost, and a decoy (another user's hash, whose
+    result is discarded) at every other cost; an unknown user gets decoys only. Each attempt,
+    by any name, costs the same.
     """
 
     def __init__(self, users: Mapping[str, str]) -> None:
         self.users: tuple[tuple[bytes, bytes], ...] = tuple(
             (name.encode(), hashed.encode()) for name, hashed in users.items()
         )
-        # An unknown user is checked against the costliest configured hash, so that the answer
-        # takes as long as for a known user with a wrong password (no user enumeration by
-        # timing). The result of that check is always discarded.
-        self.decoy: bytes = max((h for _, h in self.users), key=lambda h: h[4:6], default=b"")
+        self.decoys: dict[int, bytes] = {}
+        for _, hashed in self.users:
+            self.decoys.setdefault(_bcrypt_cost(hashed), hashed)
         self.cache: OrderedDict[tuple[bytes, bytes], None] = OrderedDict()
         self.cache_key = secrets.token_bytes(32)
         self.bcrypt_checks = 0
+        self.hashes_checked: Counter[int] = Counter()
 
     def cache_id(self, username: bytes, password: bytes) -> tuple[bytes, bytes]:
         return username, hmac.new(self.cache_key, password, hashlib.sha256).digest()
@@ -446,9 +494,18 @@ class _AuthState:
                 found = hashed  # no early exit: the loop always visits every user
         return found
 
+    def verify(self, password: bytes, stored: bytes | None) -> bool:
+        """Run in a worker thread: one bcrypt check per configured cost, see the class doc."""
+        verified = False
+        for cost, decoy in self.decoys.items():
+            own = stored if stored is not None and _bcrypt_cost(stored) == cost else None
+            matches = _bcrypt_check(password, own or decoy)
+            verified = verified or (own is not None and matches)
+            self.hashes_checked[cost] += 1
+        return verified
+
 
 def _bcrypt_check(password: bytes, hashed: bytes) -> bool:
-    """Run in a worker thread: bcrypt holds the CPU for the whole cost of the hash."""
     try:
         return bcrypt.checkpw(password[:_BCRYPT_MAX_PASSWORD_BYTES], hashed)
     except ValueError:
@@ -494,6 +551,8 @@ class WebConfig:
         for name, hashed in self.basic_auth_users.items():
             _check_username(name)
             _check_bcrypt_hash(hashed)
+        for path in self.unauthenticated_paths:
+            _check_path(path)
         object.__setattr__(self, "headers", MappingProxyType(dict(self.headers)))
         object.__setattr__(self, "basic_auth_users", MappingProxyType(dict(self.basic_auth_users)))
         object.__setattr__(self, "unauthenticated_paths", frozenset(self.unauthenticated_paths))
@@ -526,8 +585,17 @@ class WebConfig:
 
     @property
     def bcrypt_checks(self) -> int:
-        """How many bcrypt verifications have run (cache hits do not count)."""
+        """How many credentials have been verified with bcrypt (cache hits do not count)."""
         return self._auth.bcrypt_checks
+
+    @property
+    def hashes_checked(self) -> Mapping[int, int]:
+        """How many bcrypt hashes of each cost have been checked, decoys included.
+
+        The measure of what an attempt costs: it grows the same for every attempt, whatever
+        the user name, which is what keeps user names from showing in response times.
+        """
+        return MappingProxyType(dict(self._auth.hashes_checked))
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """A fresh server-side SSL context, or None when the file configures no TLS.
@@ -539,15 +607,31 @@ class WebConfig:
             return None
         return self.tls.ssl_context(self.source or "(no file)")
 
-    def middleware(self) -> Middleware:
-        """An aiohttp middleware enforcing basic auth and adding the configured headers.
+    def install(self, app: web.Application) -> None:
+        """Enforce basic auth on ``app`` and add the configured headers to its responses.
 
-        Put it first in ``web.Application(middlewares=[...])`` so that every route, including
-        ones answered by other middlewares, is protected. Each call makes a middleware with its
-        own bcrypt lock; the cache of verified credentials is shared through this object.
+        Call before the app starts. The auth middleware goes first, so that every route,
+        including ones answered by other middlewares, is protected. The headers are added
+        when a response is prepared (``on_response_prepare``), the one hook every response
+        of the app passes, streamed ones and errors (400, 401, 404, 405, 500) included; a
+        middleware could not add them to a response its handler has already sent.
+        """
+        if self.auth_enabled:
+            app.middlewares.insert(0, self._auth_middleware())
+        headers = {name: value for name, value in self.headers.items() if value}
+        if headers:
+
+            async def add_headers(_: web.Request, response: web.StreamResponse) -> None:
+                response.headers.update(headers)
+
+            app.on_response_prepare.append(add_headers)
+
+    def _auth_middleware(self) -> Middleware:
+        """A middleware enforcing basic auth; the verified cache is shared through this object.
+
+        Each call makes a middleware with its own bcrypt lock.
         """
         auth = self._auth
-        headers = {name: value for name, value in self.headers.items() if value}
         open_paths = self.unauthenticated_paths
         # One bcrypt check at a time (as exporter-toolkit does): a flood of bad passwords then
         # costs one CPU core, not all of them, and never takes every thread of the default
@@ -569,43 +653,27 @@ class WebConfig:
                 if key in auth.cache:  # verified by a concurrent request while we waited
                     return True
                 auth.bcrypt_checks += 1
-                ok = await asyncio.to_thread(
-                    _bcrypt_check, password, stored if stored is not None else auth.decoy
-                )
-                if ok and stored is not None:
+                if await asyncio.to_thread(auth.verify, password, stored):
                     auth.remember(key)
                     return True
             log.debug("basic auth: invalid credentials for %r", request.rel_url.path_safe)
             return False
 
-        def add_headers(response: web.StreamResponse) -> None:
-            if not response.prepared:  # a streamed response has already sent its headers
-                response.headers.update(headers)
-
         @web.middleware
-        async def web_config_middleware(
+        async def basic_auth_middleware(
             request: web.Request, handler: Handler
         ) -> web.StreamResponse:
             # path_safe is what aiohttp's router matches routes against, so an exempt path
             # cannot be reached through another spelling (e.g. %2F) that routes elsewhere.
             exempt = request.rel_url.path_safe in open_paths
-            if auth.users and not exempt and not await authenticated(request):
-                denied = web.Response(
-                    status=401,
+            if not exempt and not await authenticated(request):
+                raise web.HTTPUnauthorized(
                     text="Unauthorized\n",
                     headers={hdrs.WWW_AUTHENTICATE: WWW_AUTHENTICATE_VALUE},
                 )
-                add_headers(denied)
-                return denied
-            try:
-                response = await handler(request)
-            except web.HTTPException as exc:
-                add_headers(exc)
-                raise
-            add_headers(response)
-            return response
+            return await handler(request)
 
-        return web_config_middleware
+        return basic_auth_middleware
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,7 +749,13 @@ def load_web_config(path: str | Path) -> WebConfig:
     except OSError as exc:
         raise WebConfigError(source, [f"cannot read: {exc.strerror or exc}"]) from None
     try:
-        data = yaml.load(raw, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+        # Composed first, then constructed: the nodes give the line of each problem.
+        loader = _UniqueKeyLoader(raw)  # a SafeLoader subclass
+        try:
+            root = loader.get_single_node()
+            data = None if root is None else loader.construct_document(root)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         raise WebConfigError(source, [_yaml_problem(exc)]) from None
     if data is None:
@@ -692,7 +766,9 @@ def load_web_config(path: str | Path) -> WebConfig:
         model = _WebConfigModel.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_input=False, include_url=False)
-        raise WebConfigError(source, [_pydantic_problem(e) for e in errors]) from None
+        raise WebConfigError(
+            source, [(_line_of(root, e["loc"]), _pydantic_problem(e)) for e in errors]
+        ) from None
     http = model.http_server_config
     return WebConfig(
         source=source,

@@ -49,6 +49,9 @@ FLAGS = (
     "--log.level",
     "--log.format",
     "--web.config.file",
+    "--web.disable-reload",
+    "--web.read-header-timeout",
+    "--web.max-connections",
     "--config.check",
     "--demo",
 )
@@ -287,7 +290,8 @@ def test_config_check_covers_the_web_config(tmp_path: Path) -> None:
 
     missing = run_cli(*base, str(tmp_path / "nope.yml"))
     assert missing.returncode == 1
-    assert f"web config {tmp_path / 'nope.yml'} is invalid:\n  file not found" in missing.stderr
+    nope = tmp_path / "nope.yml"
+    assert f"web config {nope} is invalid:\n  {nope}: file not found" in missing.stderr
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Tests for exporter/webconfig.py against real servers on 127.0.0.1.
 
 Each test writes a web config file, loads it with ``load_web_config``, serves a tiny aiohttp app
-with the resulting middleware and SSL context, and talks to it with ``aiohttp.ClientSession``;
+with the resulting auth and headers and SSL context, and talks to it with ``aiohttp.ClientSession``;
 nothing is mocked. Certificates come from a throw-away CA made with trustme.
 """
 
@@ -107,7 +107,8 @@ async def serve(config: WebConfig) -> AsyncIterator[URL]:
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="Healthy\n")
 
-    app = web.Application(middlewares=[config.middleware()])
+    app = web.Application()
+    config.install(app)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     runner = web.AppRunner(app)
@@ -419,7 +420,7 @@ def refusal(directory: Path, text: str) -> str:
     with pytest.raises(WebConfigError) as caught:
         load_web_config(path)
     message = str(caught.value)
-    assert message.startswith(f"web config {path}: "), message
+    assert message.startswith(f"web config {path}"), message
     return message
 
 

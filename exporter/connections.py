@@ -1,0 +1,218 @@
+"""Bounds on the HTTP server's connections, so that slow or idle clients cannot starve it.
+
+aiohttp waits for a request's headers as long as a client takes to send them, and accepts
+connections until the process runs out of file descriptors. 800 connections dribbling header
+bytes then hold 800 descriptors; at a 1,024 open-file limit ``accept()`` fails, asyncio logs
+that failure with a traceback thousands of times a second, and even ``/-/healthy`` goes
+unanswered. ``ConnectionGuard`` wraps the protocol aiohttp makes for each connection and:
+
+- gives a connection ``header_timeout`` seconds, from when it opens or finishes a request, to
+  deliver a complete request head; a connection that has not is closed. Slow and idle clients
+  alike are dropped, whatever aiohttp's keep-alive timer (which in older versions is not armed
+  before the first request) does;
+- keeps at most ``max_connections`` open. At the limit, a new connection takes the place of
+  the one that has waited longest for a request head (the slow client, or an idle keep-alive
+  connection that its client reopens on demand); only when every connection is serving a
+  request is the new one refused. So a health check still gets through while slow clients
+  hold every slot.
+
+A connection counts as serving from the moment its request reaches the app (the head is
+complete) until the handler returns; the guard learns both from a middleware it installs.
+
+``RepeatedLogFilter`` keeps asyncio and aiohttp from filling the log with a traceback per
+malformed request, or per failed ``accept()`` when the process runs out of descriptors anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import resource
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+__all__ = ["ConnectionGuard", "RepeatedLogFilter", "default_max_connections"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HEADER_TIMEOUT: Final = 20.0
+DEFAULT_MAX_CONNECTIONS: Final = 512
+# Records of one kind that clients can cause are logged at most this often; see
+# RepeatedLogFilter.
+REPEATED_LOG_INTERVAL: Final = 60.0
+MAX_LOG_KINDS: Final = 1000
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: aiohttp's protocol, with the guard's deadline and bookkeeping."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self.guard = guard
+        self.inner = inner
+        self.transport: asyncio.Transport | None = None
+        self.admitted = False
+        self.requests = 0  # in progress: more than one only if a client pipelines
+        self.deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.admitted = self.guard.admit(self)
+        if self.admitted:
+            self.inner.connection_made(transport)
+        else:
+            transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.forget(self)
+        if self.admitted:
+            self.inner.connection_lost(exc)
+
+    def drop(self, why: str) -> None:
+        """Close at once, without a goodbye: the connection waits for a request head, so no
+        handler is cut short, and the guard stops counting it now rather than when asyncio
+        reports it lost."""
+        self.guard.forget(self)
+        if self.transport is not None:
+            log.debug("closing a connection", extra={"reason": why})
+            self.transport.abort()
+
+
+class ConnectionGuard:
+    """Header-read deadline and connection limit for one HTTP server (see the module doc)."""
+
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self._open: dict[asyncio.BaseProtocol, _Connection] = {}  # by aiohttp's protocol
+        # Connections waiting for a request head, longest-waiting first.
+        self._waiting: OrderedDict[_Connection, None] = OrderedDict()
+
+    def protocol_factory(
+        self, factory: Callable[[], asyncio.Protocol]
+    ) -> Callable[[], asyncio.Protocol]:
+        """Wrap aiohttp's protocol factory (``runner.server``) for ``loop.create_server``."""
+        return lambda: _Connection(self, factory())
+
+    def install(self, app: web.Application) -> None:
+        """Add the middleware that tells the guard when a connection serves a request.
+
+        It goes first, so that the time spent checking credentials counts as serving.
+        """
+        app.middlewares.insert(0, self._middleware)
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        connection = self._open.get(request.protocol)
+        if connection is None:  # already dropped; aiohttp finds the transport closed
+            return await handler(request)
+        self._serving(connection)
+        try:
+            return await handler(request)
+        finally:
+            connection.requests -= 1
+            if connection.requests == 0 and connection.inner in self._open:
+                self._wait(connection)
+
+    def admit(self, connection: _Connection) -> bool:
+        """Count a new connection, making room for it if need be; False: refuse it."""
+        if len(self._open) >= self.max_connections:
+            if not self._waiting:
+                log.debug("refusing a connection: every connection is serving a request")
+                return False
+            oldest = next(iter(self._waiting))
+            oldest.drop("connection limit reached: the longest wait for a request head")
+        self._open[connection.inner] = connection
+        self._wait(connection)
+        return True
+
+    def forget(self, connection: _Connection) -> None:
+        """Stop counting a connection that is closed or being closed."""
+        if self._open.pop(connection.inner, None) is not None:
+            self._stop_waiting(connection)
+
+    def _wait(self, connection: _Connection) -> None:
+        self._waiting[connection] = None
+        connection.deadline = asyncio.get_running_loop().call_later(
+            self.header_timeout, self._expire, connection
+        )
+
+    def _serving(self, connection: _Connection) -> None:
+        connection.requests += 1
+        self._stop_waiting(connection)
+
+    def _stop_waiting(self, connection: _Connection) -> None:
+        self._waiting.pop(connection, None)
+        if connection.deadline is not None:
+            connection.deadline.cancel()
+            connection.deadline = None
+
+    def _expire(self, connection: _Connection) -> None:
+        connection.drop(f"no complete request head within {self.header_timeout:g} s")
+
+
+def default_max_connections() -> int:
+    """``DEFAULT_MAX_CONNECTIONS``, or half the open-file limit if that is lower.
+
+    The other half is left for upstream connections, config and secret files, and for the
+    moment between accepting a connection over the limit and closing another.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return DEFAULT_MAX_CONNECTIONS
+    return max(1, min(DEFAULT_MAX_CONNECTIONS, soft // 2))
+
+
+class RepeatedLogFilter(logging.Filter):
+    """Lets each kind of record through at most once per ``interval`` seconds.
+
+    For the loggers whose records a client can cause at will: asyncio reports every failed
+    ``accept()`` with its traceback, as fast as clients knock, once the process is out of file
+    descriptors (95 MB of log in 35 s); aiohttp logs every malformed request with its
+    traceback. The first record of a kind passes; repeats within ``interval`` are counted, and
+    the next record that passes says how many were left out. The kind is the logger, the
+    exception type and the message template up to its first parenthesis or line break, which
+    leaves out the socket, handle and address details that differ from one record to the next.
+    """
+
+    def __init__(self, interval: float = REPEATED_LOG_INTERVAL) -> None:
+        super().__init__()
+        self.interval = interval
+        self._last: dict[tuple[str, str, str], float] = {}
+        self._left_out: dict[tuple[str, str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc_type = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else ""
+        kind = (record.name, exc_type, str(record.msg).split("\n", 1)[0].split("(", 1)[0])
+        now = time.monotonic()
+        if now - self._last.get(kind, -self.interval) < self.interval:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return False
+        if len(self._last) > MAX_LOG_KINDS:  # a bound, should messages ever vary more
+            self._last.clear()
+        self._last[kind] = now
+        if left_out := self._left_out.pop(kind, 0):
+            record.msg = f"{record.msg} [{left_out} more like this not logged]"
+        return True
+
+    def install(self) -> None:
+        """Filter the loggers of asyncio and of aiohttp's server."""
+        for name in ("asyncio", "aiohttp.server"):
+            logging.getLogger(name).addFilter(self)
