@@ -1,0 +1,45 @@
+"""Every deliberate difference between a reference's request and the exporter's, with why.
+
+A reference is an official client (pinned in node/package-lock.json and pyproject.toml) or,
+where no client has the mode the exporter uses, the provider's document. A difference that is
+not listed here fails the suite, and so does an entry that no difference needs any more.
+docs/providers.md shows the same entries in its table.
+"""
+
+from __future__ import annotations
+
+from tests.conformance.harness import Allowed
+
+CRISP_NODE = "crisp-api 11.3.0 (npm)"
+CRISP_PYTHON = "crisp-api 1.1.23 (PyPI)"
+QUICKBLOX_JS = "quickblox 2.23.0 (npm)"
+QUICKBLOX_DOCS = "QuickBlox document (Get Unread Messages Count)"
+SENDBIRD_JS = "sendbird-platform-sdk 1.0.3 (npm)"
+
+ALLOW_LIST: tuple[Allowed, ...] = (
+    Allowed(
+        CRISP_PYTHON,
+        "header:content-type",
+        frozenset({"conversation", "list-page-1"}),
+        "the Python client sends Content-Type: application/json on every request, GETs "
+        "without a body included; a GET has no body for it to describe",
+        "crisp_api/__init__.py REQUEST_HEADERS",
+    ),
+    Allowed(
+        CRISP_PYTHON,
+        "path",
+        frozenset({"list-page-1"}),
+        "the Python client writes /conversations/{page}/?... (a slash before the query); the "
+        "Node client and Crisp's reference write /conversations/{page}, as the exporter does",
+        "crisp_api/resources/website.py search_conversations; node "
+        "dist/resources/WebsiteConversation.js listConversations",
+    ),
+    Allowed(
+        CRISP_PYTHON,
+        "query:per_page",
+        frozenset({"list-page-1"}),
+        "the Python client's search_conversations has no per_page argument (Crisp's default "
+        "is 20); the exporter asks for the documented maximum, 50, as the Node client can",
+        "crisp_api/resources/website.py SEARCH_CONVERSATIONS_QUERY_PARAMETERS",
+    ),
+)
