@@ -42,4 +42,36 @@ ALLOW_LIST: tuple[Allowed, ...] = (
         "is 20); the exporter asks for the documented maximum, 50, as the Node client can",
         "crisp_api/resources/website.py SEARCH_CONVERSATIONS_QUERY_PARAMETERS",
     ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:qb-os",
+        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        "the SDK names the caller's operating system on every request; the API does not ask "
+        "for it (none of the document's requests carries it)",
+        "quickblox src/qbProxy.js ajax (QB-OS: Utils.getOS())",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:qb-sdk",
+        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        "the SDK names itself and its version on every request; the API does not ask for it "
+        "(none of the document's requests carries it)",
+        "quickblox src/qbProxy.js ajax (QB-SDK: 'JS ' + config.version + ' - Client')",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:content-type",
+        frozenset({"session-app", "session-user"}),
+        "the SDK adds '; charset=UTF-8' to the form type; a percent-encoded form is ASCII, so "
+        "the charset changes nothing",
+        "quickblox src/qbProxy.js ajax",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:content-type",
+        frozenset({"unread-token-ids", "unread-token-total"}),
+        "the SDK sends a form Content-Type on every request, GETs without a body included; a "
+        "GET has no body for it to describe",
+        "quickblox src/qbProxy.js ajax",
+    ),
 )

@@ -270,6 +270,12 @@ def by_case(recorded: Iterable[Recorded]) -> dict[str, list[Recorded]]:
     return grouped
 
 
+def sole(requests: Sequence[Recorded]) -> Recorded:
+    """The one request an official client made for a case."""
+    assert len(requests) == 1, [f"{r.fields['method']} {r.fields['path']}" for r in requests]
+    return requests[0]
+
+
 def only(requests: Sequence[Recorded], method: str, path: str) -> Recorded:
     """The single request with this method and path (there must be exactly one)."""
     found = [r for r in requests if r.fields["method"] == method and r.fields["path"] == path]
