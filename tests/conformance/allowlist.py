@@ -74,4 +74,37 @@ ALLOW_LIST: tuple[Allowed, ...] = (
         "GET has no body for it to describe",
         "quickblox src/qbProxy.js ajax",
     ),
+    Allowed(
+        SENDBIRD_JS,
+        "header:accept",
+        frozenset(
+            f"unread-{scope}{types}"
+            for scope in ("all", "super_group", "non_super_group")
+            for types in ("", "-types")
+        ),
+        "the generated SDK sends its spec's 'produces' list; the Platform API answers JSON "
+        "only (every documented response is JSON) and the exporter refuses a body that is not "
+        "JSON as bad_response, so asking for any type changes nothing",
+        "sendbird-platform-sdk dist/api/UserApi.js viewNumberOfUnreadItemsWithHttpInfo "
+        "(accepts = ['application/json'])",
+    ),
+    Allowed(
+        SENDBIRD_JS,
+        "query:custom_type",
+        frozenset({"unread-all-types", "unread-super_group-types", "unread-non_super_group-types"}),
+        "the v1 Platform SDK sends the singular custom_type, from a generated 2021-22 spec; the "
+        "API reference for unread_item_count, Sendbird's own Chat SDK (@sendbird/chat, "
+        "GetUnreadItemCountRequestCommand) and the sibling unread endpoints all use the plural "
+        "custom_types, which the exporter sends (exporter/providers/sendbird.py says why)",
+        "sendbird-platform-sdk dist/api/UserApi.js (query 'custom_type'); "
+        "sendbird.com/docs/chat/v3/platform-api/user/managing-unread-count/"
+        "get-number-of-unread-items",
+    ),
+    Allowed(
+        SENDBIRD_JS,
+        "query:custom_types",
+        frozenset({"unread-all-types", "unread-super_group-types", "unread-non_super_group-types"}),
+        "the other side of the custom_type entry above: the exporter sends the documented plural",
+        "as for custom_type",
+    ),
 )
