@@ -155,7 +155,7 @@ class Recorder:
         ports = [address[1] for address in self._runner.addresses]
         self.url = f"http://127.0.0.1:{ports[0]}"
         self.tls_host = f"127.0.0.1:{ports[1]}"
-        self._client = aiohttp.ClientSession(auto_decompress=True)
+        self._client = aiohttp.ClientSession()
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -164,7 +164,8 @@ class Recorder:
             await self._runner.cleanup()
 
     def case_url(self, case: str, *, tls: bool = False) -> str:
-        """The base URL an official client uses for ``case`` (scheme included unless host)."""
+        """The base URL (scheme, host and case prefix) an official client uses for ``case``;
+        ``tls`` picks the HTTPS listener."""
         return f"{'https://' + self.tls_host if tls else self.url}{CASE_PREFIX}{case}"
 
     def take(self) -> list[Recorded]:

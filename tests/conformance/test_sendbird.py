@@ -171,6 +171,7 @@ def test_sdk_custom_type_is_not_the_documented_filter(run: SendbirdRun, scope: s
     """The SDK filters with ``custom_type``; the simulator, like the document, knows only
     ``custom_types``, so the SDK's filter changes nothing (the exporter sends the plural)."""
     filtered = run.outcomes[f"unread-{scope}-types"]
+    assert "value" in filtered, filtered
     assert filtered == run.outcomes[f"unread-{scope}"]
 
 
