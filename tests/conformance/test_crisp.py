@@ -69,7 +69,12 @@ PYTHON_CALLS: dict[str, Callable[[Any], Any]] = {
         WEBSITE, 1, filter_unread="1", filter_not_resolved="1"
     ),
 }
-# Error cases for the Node client: the case, the call's arguments, and (status, reason).
+# The PyPI client's methods for the Node client's calls that the error cases make.
+PYTHON_METHODS = {
+    "getConversation": "get_conversation",
+    "getConversationMetas": "get_conversation_metas",
+}
+# Error cases for both clients: the call's arguments, and (status, reason) they must report.
 ERRORS: dict[str, tuple[dict[str, Any], tuple[int, str]]] = {
     "error-bad-key": ({"key": "wrong"}, (401, "invalid_session")),
     "error-unknown-website": ({"website": "not-a-website"}, (404, "not_subscribed")),
@@ -137,20 +142,35 @@ def node_calls(sim: Simulator, recorder: Recorder) -> list[NodeCall]:
     ]
 
 
+def python_outcome(call: Callable[[], Any]) -> Any:
+    """A PyPI-client call's ``{"value"}``, ``{"error"}`` (RouteError) or ``{"exception"}``."""
+    try:
+        return {"value": call()}
+    except crisp_api.RouteError as exc:
+        return {"error": exc.args[0]}
+    except ValueError as exc:  # the client decodes every answer as JSON
+        return {"exception": f"{type(exc).__name__}: {exc}"}
+
+
 def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
-    """Each PyPI-client call's ``{"value"}``, ``{"error"}`` (RouteError) or ``{"exception"}``."""
-    outcomes: dict[str, Any] = {}
-    for case, call in PYTHON_CALLS.items():
-        client = crisp_api.Crisp()
-        client.set_rest_host(recorder.case_url(case))
-        client.set_tier("plugin")
-        client.authenticate(sim.crisp.identifier, sim.crisp.key)
-        try:
-            outcomes[case] = {"value": call(client)}
-        except crisp_api.RouteError as exc:
-            outcomes[case] = {"error": exc.args[0]}
-        except ValueError as exc:  # the client decodes every answer as JSON
-            outcomes[case] = {"exception": f"{type(exc).__name__}: {exc}"}
+    """The PyPI client's comparison calls, then the error cases as ``py-<case>``."""
+
+    def client(case: str, key: str) -> Any:
+        crisp = crisp_api.Crisp()
+        crisp.set_rest_host(recorder.case_url(case))
+        crisp.set_tier("plugin")
+        crisp.authenticate(sim.crisp.identifier, key)
+        return crisp
+
+    outcomes = {
+        case: python_outcome(partial(call, client(case, sim.crisp.key)))
+        for case, call in PYTHON_CALLS.items()
+    }
+    for case, (spec, _) in ERRORS.items():
+        args = {"key": sim.crisp.key, "website": WEBSITE, "session": VIP, **spec}
+        crisp = client(f"py-{case}", args["key"])
+        method = getattr(crisp.website, PYTHON_METHODS[args.get("call", "getConversation")])
+        outcomes[f"py-{case}"] = python_outcome(partial(method, args["website"], args["session"]))
     return outcomes
 
 
@@ -171,7 +191,8 @@ async def collect(node: str, workdir: Path) -> CrispRun:
     await recorder.start()
     try:
         for status in (429, 420):
-            recorder.during[f"rate-limit-{status}"] = partial(crisp_fault, sim, status)
+            for case in (f"rate-limit-{status}", f"py-rate-limit-{status}"):
+                recorder.during[case] = partial(crisp_fault, sim, status)
         accounts = dict.fromkeys(account for account, _, _ in CASES.values())
         exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
         node_outcomes = await run_node(node, node_calls(sim, recorder), recorder)
@@ -264,3 +285,11 @@ def test_python_client_reads_the_conversation_list(run: CrispRun) -> None:
     page = run.python_outcomes["list-page-1"].get("value")
     assert page is not None, run.python_outcomes["list-page-1"]
     assert len(page) == 20  # the client cannot ask for more than Crisp's default page size
+
+
+@pytest.mark.parametrize("case", sorted(ERRORS))
+def test_python_client_reads_the_error_envelope(run: CrispRun, case: str) -> None:
+    status, reason = ERRORS[case][1]
+    error = run.python_outcomes[f"py-{case}"].get("error")
+    assert error is not None, run.python_outcomes[f"py-{case}"]
+    assert (error["code"], error["message"]) == (status, reason)
