@@ -15,8 +15,8 @@ import json
 import os
 import shutil
 import ssl
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from yarl import URL
 from exporter.app import make_app
 from exporter.config import parse_config
 from exporter.service import Exporter
+from exporter.simulator import FakeProvider, Fault
 
 NODE_PROJECT = Path(__file__).resolve().parent / "node"
 """The pinned official JavaScript clients (package.json, package-lock.json, driver.mjs)."""
@@ -202,6 +203,16 @@ class Recorder:
                 payload = await answer.read()
                 kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
         return web.Response(status=answer.status, body=payload, headers=kept)
+
+
+@contextmanager
+def serving(provider: FakeProvider, fault: Fault) -> Iterator[None]:
+    """The simulator answers with ``fault`` while the block runs (for ``Recorder.during``)."""
+    provider.fault = fault
+    try:
+        yield
+    finally:
+        provider.fault = None
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,8 +7,7 @@ allow-list), and both clients must read the simulator's answers and errors as Cr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.conformance.harness import (
     require,
     require_node_clients,
     run_node,
+    serving,
     sole,
     stale_entries,
 )
@@ -174,15 +174,6 @@ def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
     return outcomes
 
 
-@contextmanager
-def crisp_fault(sim: Simulator, status: int) -> Iterator[None]:
-    sim.crisp.fault = Fault.answer(status, RATE_LIMIT_BODY)
-    try:
-        yield
-    finally:
-        sim.crisp.fault = None
-
-
 async def collect(node: str, workdir: Path) -> CrispRun:
     sim = Simulator()
     await sim.start()
@@ -192,7 +183,8 @@ async def collect(node: str, workdir: Path) -> CrispRun:
     try:
         for status in (429, 420):
             for case in (f"rate-limit-{status}", f"py-rate-limit-{status}"):
-                recorder.during[case] = partial(crisp_fault, sim, status)
+                fault = Fault.answer(status, RATE_LIMIT_BODY)
+                recorder.during[case] = partial(serving, sim.crisp, fault)
         accounts = dict.fromkeys(account for account, _, _ in CASES.values())
         exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
         node_outcomes = await run_node(node, node_calls(sim, recorder), recorder)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ from tests.conformance.harness import (
     probe_each,
     require_node_clients,
     run_node,
+    serving,
     stale_entries,
 )
 from tests.conftest import QB_DIALOGS, QB_USER, populate
@@ -156,15 +156,6 @@ def sdk_calls(
     return calls + [call(case, spec) for case, spec in READ_CASES.items()]
 
 
-@contextmanager
-def rate_limited(sim: Simulator) -> Iterator[None]:
-    sim.quickblox.fault = Fault.answer(429, RATE_LIMIT_BODY)
-    try:
-        yield
-    finally:
-        sim.quickblox.fault = None
-
-
 async def collect(node: str, workdir: Path) -> QuickBloxRun:
     sim = Simulator()
     await sim.start()
@@ -173,7 +164,8 @@ async def collect(node: str, workdir: Path) -> QuickBloxRun:
     recorder = Recorder(sim.quickblox.url, workdir)
     await recorder.start()
     try:
-        recorder.during["rate-limit"] = lambda: rate_limited(sim)
+        fault = Fault.answer(429, RATE_LIMIT_BODY)
+        recorder.during["rate-limit"] = partial(serving, sim.quickblox, fault)
         accounts = [account for account, *_ in SDK_CASES.values()]
         accounts += [account for account, _ in DOC_CASES.values()]
         exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
