@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from tests.conformance.harness import LEDGER
@@ -15,5 +17,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         f"{LEDGER.compared} requests compared, {LEDGER.equal} equal, "
         f"{len(LEDGER.allowed)} allowed differences"
     )
-    for reference, case, field in LEDGER.allowed:
-        terminalreporter.write_line(f"  allowed: {reference} / {case}: {field}")
+    for (reference, field), requests in sorted(Counter(LEDGER.allowed).items()):
+        plural = "s" if requests > 1 else ""
+        terminalreporter.write_line(
+            f"  allowed: {reference}: {field} in {requests} request{plural}"
+        )
