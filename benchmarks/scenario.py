@@ -90,10 +90,7 @@ class Scenario:
         crisp = max(
             self.crisp_backlog_pages, rounds(self.crisp_sessions + self.crisp_backlog_pages)
         )
-        quickblox = max(
-            (rounds(max(1, -(-ids // QUICKBLOX_IDS_PER_REQUEST))) for ids in self.quickblox_ids),
-            default=0,
-        )
+        quickblox = max((rounds(quickblox_calls(ids)) for ids in self.quickblox_ids), default=0)
         return max(
             crisp if self.crisp_accounts else 0,
             quickblox,
@@ -106,9 +103,7 @@ class Scenario:
         return Counter(
             {
                 "crisp": self.crisp_accounts * (self.crisp_sessions + self.crisp_backlog_pages),
-                "quickblox": sum(
-                    max(1, -(-ids // QUICKBLOX_IDS_PER_REQUEST)) for ids in self.quickblox_ids
-                ),
+                "quickblox": sum(quickblox_calls(ids) for ids in self.quickblox_ids),
                 "imkit": self.imkit_accounts * self.imkit_dialogs,
                 "sendbird": self.sendbird_accounts * self.sendbird_dialogs,
             }
@@ -163,6 +158,13 @@ def website_id(account: int) -> str:
 
 def session_id(account: int, dialog: int) -> str:
     return f"session_{account:04d}_{dialog:04d}"
+
+
+def quickblox_calls(ids: int) -> int:
+    """Requests a QuickBlox account with ``ids`` dialog ids and a total dialog needs: one per
+    100 ids, and one without ids for the user's total (``total`` beside ids may count only
+    the listed dialogs)."""
+    return -(-ids // QUICKBLOX_IDS_PER_REQUEST) + 1
 
 
 def quickblox_user(account: int) -> int:
@@ -285,11 +287,12 @@ def planned_requests(scenario: Scenario, urls: dict[str, str]) -> list[PlannedRe
             ("On-Behalf-Of", str(quickblox_user(a))),
         )
         all_ids = [quickblox_dialog_id(a, d) for d in range(ids)]
-        for start in range(0, max(len(all_ids), 1), QUICKBLOX_IDS_PER_REQUEST):
+        url = f"{urls['quickblox']}/chat/Message/unread.json"
+        for start in range(0, len(all_ids), QUICKBLOX_IDS_PER_REQUEST):
             chunk = all_ids[start : start + QUICKBLOX_IDS_PER_REQUEST]
-            params: Pairs = (("chat_dialog_ids", ",".join(chunk)),) if chunk else ()
-            url = f"{urls['quickblox']}/chat/Message/unread.json"
+            params: Pairs = (("chat_dialog_ids", ",".join(chunk)),)
             out.append(PlannedRequest(f"quickblox-{a}", url, params, headers))
+        out.append(PlannedRequest(f"quickblox-{a}", url, (), headers))  # the total
     for a in range(scenario.imkit_accounts):
         headers = (("IM-CLIENT-KEY", IMKIT_CLIENT_KEY), ("IM-Authorization", imkit_token(a)))
         for d in range(scenario.imkit_dialogs):

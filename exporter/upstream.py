@@ -163,6 +163,10 @@ class Upstream:
         self.requests_this_round = 0
         self.trace: list[str] = []
 
+    def now(self) -> float:
+        """The account's wall clock (injectable), for providers that track expiry times."""
+        return self._clock()
+
     def redact(self, text: str) -> str:
         """Remove every configured credential from text bound for logs or pages."""
         for secret in self._secrets:

@@ -33,7 +33,7 @@ async def test_concurrent_scrapes_share_one_fetch(
     client = await scrape_client(config_yaml(sim))
     await get_metrics(client)
     one_scrape = upstream_calls(sim)
-    assert one_scrape == 10  # crisp 2 pages + 2 conversations, quickblox 1, imkit 3, sendbird 2
+    assert one_scrape == 11  # crisp 2 pages + 2 conversations, quickblox 2, imkit 3, sendbird 2
 
     for provider in sim.providers:
         provider.requests.clear()
@@ -276,4 +276,4 @@ async def test_concurrent_metrics_share_a_body_only_within_one_deadline(
     assert set(dialog_values(parse(first), "chat_unread_up", "imkit").values()) == {1.0}
     # The short deadline got its own render when it ran out, not the longer scrape's body.
     assert set(dialog_values(parse(short), "chat_unread_up", "imkit").values()) == {0.0}
-    assert upstream_calls(sim) == 10  # all three shared one refresh of every account
+    assert upstream_calls(sim) == 11  # all three shared one refresh of every account

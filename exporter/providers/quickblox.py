@@ -1,7 +1,8 @@
-"""QuickBlox: unread messages per dialog and in total, all of an account's dialogs in one call.
+"""QuickBlox: unread messages per dialog and the user's total.
 
 ``GET /chat/Message/unread.json?chat_dialog_ids=a,b`` answers the flat object
-``{"a": 3, "b": 0, "total": 3}``. Three ways to authenticate: a server API key
+``{"a": 3, "b": 0, "total": 3}``; without ``chat_dialog_ids`` it answers ``{"total": N}``, the
+user's unread messages over all dialogs. Three ways to authenticate: a server API key
 (``Authorization: ApiKey`` with ``On-Behalf-Of``), a fixed session token (``QB-Token``), or
 application credentials from which the exporter creates, reuses and renews a session token.
 """
@@ -12,9 +13,8 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-import time
-from collections.abc import Sequence
-from datetime import datetime
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -25,7 +25,9 @@ from exporter.upstream import Upstream
 
 # Dialog ids per request: keeps the query string far below common URL length limits.
 DIALOGS_PER_REQUEST = 100
-# Renew a created session this long before QuickBlox says it expires.
+# Renew a created session this long before the expiry QuickBlox announces (the official JS
+# SDK keeps the same minute, qbConfig.js updateSessionExpirationDate), so that a request
+# checked just before the deadline still arrives before it.
 SESSION_RENEW_MARGIN = 60.0
 
 
@@ -84,12 +86,25 @@ def session_signature(params: dict[str, str], auth_secret: str) -> str:
 
 
 def _parse_expiry(value: str | None) -> float | None:
+    """Unix time from a ``QB-Token-ExpirationDate`` header; None when absent or unreadable.
+
+    Real answers carry ``2016-05-02 19:52:00 UTC`` (the shape the official JS SDK parses, and
+    the one a live answer quoted in BrunoAssis/quickblox-rb's tests shows); ISO 8601 such as
+    ``2016-05-02T19:52:00Z`` is read too. A time without a zone is taken as UTC.
+    """
     if not value:
         return None
+    text = value.strip()
+    for suffix in (" UTC", "Z"):
+        if text.endswith(suffix):
+            text = text[: -len(suffix)] + "+00:00"
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        moment = datetime.fromisoformat(text)
     except ValueError:
         return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
 
 
 class QuickBloxFetcher:
@@ -105,42 +120,62 @@ class QuickBloxFetcher:
 
     async def fetch(self, dialogs: Sequence[QuickBloxDialog], record: Record) -> None:
         ids = list(dict.fromkeys(d.dialog_id for d in dialogs if d.dialog_id is not None))
-        chunks = [ids[i : i + DIALOGS_PER_REQUEST] for i in range(0, len(ids), DIALOGS_PER_REQUEST)]
+        requests: list[tuple[list[str], list[QuickBloxDialog]]] = []
+        for start in range(0, len(ids), DIALOGS_PER_REQUEST):
+            batch = ids[start : start + DIALOGS_PER_REQUEST]
+            members = set(batch)
+            requests.append((batch, [d for d in dialogs if d.dialog_id in members]))
+        totals = [d for d in dialogs if d.dialog_id is None]
+        if totals:
+            # A request of its own, without ids: when ids are listed, ``total`` may count only
+            # those dialogs (the official API docs' example answers 5 for two dialogs of 2 and
+            # 3), so only the answer without ids is the user's total whatever the server does.
+            requests.append(([], totals))
+        await asyncio.gather(*(self._answer(batch, covered, record) for batch, covered in requests))
 
-        async def answer(index: int, chunk: list[str]) -> None:
-            covered = [d for d in dialogs if d.dialog_id in set(chunk)]
-            if index == 0:  # the first answer's total feeds the dialogs without an id
-                covered += [d for d in dialogs if d.dialog_id is None]
-            try:
-                body = await self._unread(chunk)
-            except FetchError as exc:
-                record_all(covered, record, exc)
-                return
-            for dialog in covered:
-                try:
-                    record(dialog.name, Reading(messages=count(body, dialog.dialog_id or "total")))
-                except FetchError as exc:
-                    record(dialog.name, exc)
-
-        await asyncio.gather(*(answer(i, chunk) for i, chunk in enumerate(chunks or [[]])))
-
-    async def _unread(self, dialog_ids: list[str]) -> Any:
-        """One unread-count request, renewing a created session once if QuickBlox lost it."""
+    async def _answer(
+        self, dialog_ids: list[str], covered: list[QuickBloxDialog], record: Record
+    ) -> None:
+        """One request for ``dialog_ids`` (none: the total), recorded for ``covered``."""
         params = {"chat_dialog_ids": ",".join(dialog_ids)} if dialog_ids else None
-        url = f"{self._root}/chat/Message/unread.json"
+        try:
+            body = await self._get(params)
+        except FetchError as exc:
+            record_all(covered, record, exc)
+            return
+        for dialog in covered:
+            try:
+                record(dialog.name, Reading(messages=count(body, dialog.dialog_id or "total")))
+            except FetchError as exc:
+                record(dialog.name, exc)
+
+    async def _get(self, params: dict[str, str] | None, retry: bool = True) -> Any:
+        """One unread-count request, renewing a created session once if QuickBlox lost it.
+
+        Every answer to a session announces its new expiry (the lifetime slides two hours from
+        each request), so a session in use is kept rather than renewed on a fixed schedule.
+        """
+        headers = await self._auth()
         try:
             response = await self._upstream.request(
-                "GET", url, params=params, headers=await self._auth()
+                "GET", f"{self._root}/chat/Message/unread.json", params=params, headers=headers
             )
         except FetchError as exc:
             lost = exc.reason is Reason.AUTH and "session does not exist" in exc.detail.lower()
-            if not (self._creates_sessions and lost):
+            if not (retry and self._creates_sessions and lost):
                 raise
-            self._session_token = None
-            response = await self._upstream.request(
-                "GET", url, params=params, headers=await self._auth()
-            )
+            if self._session_token == headers["QB-Token"]:
+                self._session_token = None
+            return await self._get(params, retry=False)
+        if self._creates_sessions:
+            self._note_expiry(headers["QB-Token"], response.headers)
         return response.body
+
+    def _note_expiry(self, token: str, headers: Mapping[str, str]) -> None:
+        """Keep the expiry an answer announces for the session it was made with."""
+        expires = _parse_expiry(headers.get("QB-Token-ExpirationDate"))
+        if token == self._session_token and expires is not None:
+            self._session_expires_at = expires
 
     @property
     def _creates_sessions(self) -> bool:
@@ -158,19 +193,19 @@ class QuickBloxFetcher:
         return {"QB-Token": await self._session()}
 
     async def _session(self) -> str:
-        """A valid session token: the cached one, or a newly created one."""
+        """A session token to send now: the cached one while its announced expiry is more than
+        the margin away (or none was announced), else a newly created one."""
         async with self._session_lock:
             expires = self._session_expires_at
-            if self._session_token and (
-                expires is None or time.time() < expires - SESSION_RENEW_MARGIN
-            ):
+            now = self._upstream.now()
+            if self._session_token and (expires is None or now < expires - SESSION_RENEW_MARGIN):
                 return self._session_token
             account = self._account
             params = {
                 "application_id": str(account.application_id),
                 "auth_key": secret_text(account.auth_key),
                 "nonce": str(secrets.randbelow(2**31 - 1) + 1),
-                "timestamp": str(int(time.time())),
+                "timestamp": str(int(now)),
             }
             if account.login is not None:
                 params["user[login]"] = account.login
@@ -184,9 +219,8 @@ class QuickBloxFetcher:
             if not isinstance(token, str) or not token:
                 raise FetchError(Reason.BAD_RESPONSE, "session answer has no token")
             self._session_token = token
-            self._session_expires_at = _parse_expiry(
-                response.headers.get("QB-Token-ExpirationDate")
-            )
+            self._session_expires_at = None
+            self._note_expiry(token, response.headers)
             return token
 
 

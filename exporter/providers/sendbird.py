@@ -8,7 +8,7 @@ chosen channel kind. Authentication is the ``Api-Token`` header; errors carry a 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr
@@ -25,11 +25,16 @@ _KEY_PREFIX = {
 RATE_LIMIT_CODE = 500910
 
 
+# Custom types travel comma-joined in one parameter, so a type containing a comma would be
+# read by Sendbird as two types and count the wrong channels.
+CustomType = Annotated[str, Field(min_length=1, pattern=r"^[^,]+$")]
+
+
 class SendbirdDialog(DialogConfig):
     """One user's unread items, optionally only in channels of some custom types."""
 
     user_id: str = Field(min_length=1)
-    custom_types: tuple[str, ...] = ()
+    custom_types: tuple[CustomType, ...] = ()
     channels: Literal["all", "super_group", "non_super_group"] = "all"
 
 
@@ -79,6 +84,21 @@ class SendbirdFetcher:
         }
         params = {"item_keys": ",".join(keys.values())}
         if dialog.custom_types:
+            # The filter is ``custom_types`` (plural, comma-separated), not the ``custom_type``
+            # that the v1 Platform SDKs send (sendbird-platform-sdk-python@ebf3e66a7e5b,
+            # npm sendbird-platform-sdk 1.0.3 UserApi.js viewNumberOfUnreadItems). Evidence:
+            # - Sendbird's own Chat SDK, which is kept in step with the server, sends
+            #   ``custom_types`` to this endpoint (npm @sendbird/chat 4.22.12,
+            #   GetUnreadItemCountRequestCommand: ``custom_types: customTypesFilter``; the
+            #   filter exists since 4.14.0, Aug 2024), arrays joined by commas;
+            # - the API reference for unread_item_count documents ``custom_types``;
+            # - the sibling endpoints unread_message_count and unread_channel_count take
+            #   ``custom_types`` in every SDK, the v1 Platform SDKs included;
+            # - the singular comes only from a generated 2021-22 spec (sendbird-platform-sdk-
+            #   java@2c5d6e48e7ce api/openapi.yaml), and the v2 Platform SDKs (2025) dropped
+            #   this endpoint instead of fixing it.
+            # Sending both names was considered and rejected: the evidence is not split, and a
+            # second, undocumented parameter could only add a meaning nobody has verified.
             params["custom_types"] = ",".join(dialog.custom_types)
         url = f"{self._users_url}/{quote(dialog.user_id, safe='')}/unread_item_count"
         response = await self._upstream.request(

@@ -80,6 +80,11 @@ class SeenRequest:
     query_string: str
     headers: dict[str, str]
 
+    @classmethod
+    def of(cls, request: web.Request) -> SeenRequest:
+        """The parts of an incoming request that tests assert on."""
+        return cls(request.method, request.path, request.query_string, dict(request.headers))
+
 
 @dataclass
 class FakeProvider:
@@ -94,6 +99,15 @@ class FakeProvider:
     url: str = ""
 
     def add_routes(self, app: web.Application) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def route_error(self, status: int, reason: str) -> web.Response:  # pragma: no cover
+        """The provider's own JSON error envelope for a path or method it does not serve.
+
+        Real APIs answer an unknown route in their usual error format, never aiohttp's plain
+        text; a client that parses the envelope (the official Crisp Python client does) must
+        meet the same body here as against the real service.
+        """
         raise NotImplementedError
 
     def make_app(self) -> web.Application:
@@ -123,16 +137,15 @@ class FakeProvider:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.record_requests:
-            self.requests.append(
-                SeenRequest(
-                    request.method, request.path, request.query_string, dict(request.headers)
-                )
-            )
+            self.requests.append(SeenRequest.of(request))
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self.fault
         if fault is not None and fault.path_contains in request.path:
             return await self._serve_fault(request, fault)
+        unrouted = request.match_info.http_exception
+        if unrouted is not None:  # no route (404) or not this method (405)
+            return self.route_error(unrouted.status, unrouted.reason)
         return await handler(request)
 
     async def _serve_fault(self, request: web.Request, fault: Fault) -> web.StreamResponse:

@@ -53,6 +53,11 @@ class FakeCrisp(FakeProvider):
         app.router.add_get("/v1/website/{website_id}/conversation/{session_id}", self.conversation)
         app.router.add_get("/v1/website/{website_id}/conversations/{page}", self.conversations)
 
+    def route_error(self, status: int, reason: str) -> web.Response:
+        """Crisp routes by method and path, so any miss is its 404 ``not_found`` (as quoted in
+        crisp-im/node-crisp-api#63)."""
+        return _error(404, "not_found", "the route does not exist")
+
     def _check(self, request: web.Request) -> web.Response | dict[str, CrispConversation]:
         expected = base64.b64encode(f"{self.identifier}:{self.key}".encode()).decode()
         if request.headers.get("Authorization") != f"Basic {expected}":

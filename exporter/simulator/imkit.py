@@ -29,6 +29,10 @@ class FakeIMKit(FakeProvider):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/me/badge", self.badge)
 
+    def route_error(self, status: int, reason: str) -> web.Response:
+        """The RC envelope IMKit's docs show for its 404s (the code name is ours)."""
+        return _error(status, "NOT_FOUND" if status == 404 else "METHOD_NOT_ALLOWED", reason)
+
     async def badge(self, request: web.Request) -> web.Response:
         if request.headers.get("IM-CLIENT-KEY") != self.client_key:
             return _error(401, "INVALID_CLIENT_KEY", "Invalid client key")

@@ -1,25 +1,63 @@
-"""Simulated QuickBlox REST API: sessions signed with HMAC-SHA1, API keys, unread counts."""
+"""Simulated QuickBlox REST API: sessions signed with HMAC-SHA1, API keys, unread counts.
+
+Session tokens live two hours after their last use, as QuickBlox documents; every answer to a
+session carries ``QB-Token-ExpirationDate`` in the format real answers use
+(``2016-05-02 19:52:00 UTC``), and a token used after that moment is refused with the real
+401 "Required session does not exist" and remembered in ``lapsed_requests``. Time comes from
+``clock`` so tests can move it by hand.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
-from exporter.providers.quickblox import session_signature
-from exporter.simulator.base import FakeProvider, json_response
+from exporter.simulator.base import FakeProvider, SeenRequest, json_response
 
 SESSION_LIFETIME = 7200.0
 MAX_CLOCK_SKEW = 3600.0
+REAL_EXPIRY_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
 
 def _errors(status: int, *messages: str, base: bool = True) -> web.Response:
     body: dict[str, Any] = {"errors": {"base": list(messages)} if base else list(messages)}
     return json_response(body, status=status)
+
+
+def sdk_signature(form: Mapping[str, str], auth_secret: str) -> str:
+    """The signature the official JS SDK computes, rebuilt from the form it posts.
+
+    Written independently of the exporter's signer so that a signing bug there fails the
+    tests: like the server, it first nests ``user[login]``-style fields back into objects, then
+    signs as ``qbAuth.js`` ``signMessage`` does: each top-level value as ``k=v``, each object
+    as its ``k[sub]=v`` pairs sorted and joined by ``&``, those strings sorted and joined by
+    ``&``, HMAC-SHA1 in lower-case hex.
+    """
+    nested: dict[str, str | dict[str, str]] = {}
+    for key, value in form.items():
+        outer, bracket, inner = key.partition("[")
+        if bracket and inner.endswith("]"):
+            group = nested.setdefault(outer, {})
+            if isinstance(group, dict):
+                group[inner[:-1]] = value
+        else:
+            nested[key] = value
+    parts = [
+        "&".join(sorted(f"{key}[{sub}]={v}" for sub, v in value.items()))
+        if isinstance(value, dict)
+        else f"{key}={value}"
+        for key, value in nested.items()
+    ]
+    message = "&".join(sorted(parts))
+    return hmac.new(auth_secret.encode(), message.encode(), hashlib.sha1).hexdigest()
 
 
 @dataclass
@@ -32,15 +70,39 @@ class FakeQuickBlox(FakeProvider):
     users: dict[str, tuple[str, int]] = field(default_factory=dict)  # login -> (password, id)
     unread: dict[int, dict[str, int]] = field(default_factory=dict)  # user id -> dialog -> n
     sessions: dict[str, int] = field(default_factory=dict)  # token -> user id (0: app only)
+    # token -> unix time it lapses; a token a test puts only in ``sessions`` never lapses
+    session_expiry: dict[str, float] = field(default_factory=dict)
     seen_nonces: set[str] = field(default_factory=set)
+    # What ``total`` counts when ``chat_dialog_ids`` is given: "listed" (only those dialogs,
+    # as the official API docs' example shows) or "all" (every dialog of the user).
+    total_counts: Literal["listed", "all"] = "listed"
+    # "quickblox": the format real answers carry; "iso8601" for clients that must take both.
+    expiry_format: Literal["quickblox", "iso8601"] = "quickblox"
+    clock: Callable[[], float] = time.time
+    lapsed_requests: list[SeenRequest] = field(default_factory=list)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/session.json", self.create_session)
         app.router.add_get("/chat/Message/unread.json", self.unread_count)
 
+    def route_error(self, status: int, reason: str) -> web.Response:
+        """The list form of QuickBlox's error body, as its docs show for a 404."""
+        return _errors(status, "The resource wasn't found", base=False)
+
     def expire_sessions(self) -> None:
         """Forget every session, as QuickBlox does two hours after a session's last use."""
         self.sessions.clear()
+        self.session_expiry.clear()
+
+    def _slide(self, token: str) -> dict[str, str]:
+        """Restart the token's two hours from now and announce the new expiry, as every real
+        answer to a session does."""
+        expires_at = self.clock() + SESSION_LIFETIME
+        self.session_expiry[token] = expires_at
+        moment = datetime.fromtimestamp(expires_at, UTC)
+        if self.expiry_format == "iso8601":
+            return {"QB-Token-ExpirationDate": moment.isoformat()}
+        return {"QB-Token-ExpirationDate": moment.strftime(REAL_EXPIRY_FORMAT)}
 
     async def create_session(self, request: web.Request) -> web.Response:
         if request.content_type == "application/json":
@@ -57,12 +119,12 @@ class FakeQuickBlox(FakeProvider):
             timestamp = int(params.get("timestamp", ""))
         except ValueError:
             return _errors(422, "Timestamp is missing")
-        if abs(time.time() - timestamp) > MAX_CLOCK_SKEW:
+        if abs(self.clock() - timestamp) > MAX_CLOCK_SKEW:
             return _errors(422, "Timestamp is out of range")
         nonce = params.get("nonce", "")
         if not nonce or nonce + str(timestamp) in self.seen_nonces:
             return _errors(422, "Nonce was already used")
-        if session_signature(params, self.auth_secret) != signature:
+        if not hmac.compare_digest(sdk_signature(params, self.auth_secret), signature):
             return _errors(422, "Unexpected signature")
         self.seen_nonces.add(nonce + str(timestamp))
         user_id = 0
@@ -73,7 +135,6 @@ class FakeQuickBlox(FakeProvider):
             user_id = known[1]
         token = secrets.token_hex(20)
         self.sessions[token] = user_id
-        expires = datetime.fromtimestamp(time.time() + SESSION_LIFETIME, UTC)
         body = {
             "session": {
                 "application_id": self.application_id,
@@ -83,19 +144,24 @@ class FakeQuickBlox(FakeProvider):
                 "ts": timestamp,
             }
         }
-        return json_response(
-            body, status=201, headers={"QB-Token-ExpirationDate": expires.isoformat()}
-        )
+        return json_response(body, status=201, headers=self._slide(token))
 
-    def _user(self, request: web.Request) -> int | web.Response:
+    def _user(self, request: web.Request) -> tuple[int, dict[str, str]] | web.Response:
+        """The user a request acts for, and the headers its answer carries."""
         token = request.headers.get("QB-Token")
         authorization = request.headers.get("Authorization")
         if (token is None) == (authorization is None):
             return _errors(401, "Must be used either QB-Token or Authorization")
+        headers: dict[str, str] = {}
         if token is not None:
+            if token in self.session_expiry and self.clock() >= self.session_expiry[token]:
+                self.lapsed_requests.append(SeenRequest.of(request))
+                self.sessions.pop(token, None)
+                del self.session_expiry[token]
             if token not in self.sessions:
                 return _errors(401, "Required session does not exist")
             user_id = self.sessions[token]
+            headers = self._slide(token) if token in self.session_expiry else {}
         else:
             if authorization != f"ApiKey {self.api_key}":
                 return _errors(401, "Unauthorized", base=False)
@@ -103,19 +169,26 @@ class FakeQuickBlox(FakeProvider):
             user_id = int(on_behalf) if on_behalf.isdigit() else 0
         if user_id == 0 or user_id not in self.unread:
             return _errors(403, "Forbidden. Need user.")
-        return user_id
+        return user_id, headers
 
     async def unread_count(self, request: web.Request) -> web.Response:
-        user_id = self._user(request)
-        if isinstance(user_id, web.Response):
-            return user_id
+        found = self._user(request)
+        if isinstance(found, web.Response):
+            return found
+        user_id, headers = found
         dialogs = self.unread[user_id]
-        body: dict[str, int] = {}
-        if "chat_dialog_ids" in request.query:
-            if "%2C" in request.query_string.upper():
-                return _errors(400, "chat_dialog_ids must be a plain comma-separated list")
-            for dialog_id in request.query["chat_dialog_ids"].split(","):
-                if dialog_id in dialogs:
-                    body[dialog_id] = dialogs[dialog_id]
-        body["total"] = sum(dialogs.values())
-        return json_response(body)
+        names = [key for key, _ in request.query.items() if key.startswith("chat_dialog_ids")]
+        if not names:
+            return json_response({"total": sum(dialogs.values())}, headers=headers)
+        # The server decodes the query once, so "a%2Cb" (what the official JS SDK sends) is
+        # the list a,b. What does not arrive as one comma-separated list is refused: the
+        # parameter repeated or in array form (a server keeping one value would silently
+        # count only part of the list), or a comma encoded twice (one id with "%2C" in it).
+        listed = request.query.get("chat_dialog_ids", "")
+        if names != ["chat_dialog_ids"] or "%" in listed:
+            return _errors(400, "chat_dialog_ids must be one comma-separated list")
+        ids = listed.split(",")
+        body = {dialog_id: dialogs[dialog_id] for dialog_id in ids if dialog_id in dialogs}
+        counted = body if self.total_counts == "listed" else dialogs
+        body["total"] = sum(counted.values())
+        return json_response(body, headers=headers)

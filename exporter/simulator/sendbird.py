@@ -38,6 +38,10 @@ class FakeSendbird(FakeProvider):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v3/users/{user_id}/unread_item_count", self.unread_items)
 
+    def route_error(self, status: int, reason: str) -> web.Response:
+        """Sendbird answers errors as 400 with a six-digit code; 400201 is its "not found"."""
+        return _error(400, 400201, f"{reason}: the requested resource does not exist.")
+
     def _rate_headers(self) -> tuple[bool, dict[str, str]]:
         if self.rate_limit_per_second is None:
             return True, {}

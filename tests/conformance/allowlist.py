@@ -1,0 +1,110 @@
+"""Every deliberate difference between a reference's request and the exporter's, with why.
+
+A reference is an official client (pinned in node/package-lock.json and pyproject.toml) or,
+where no client has the mode the exporter uses, the provider's document. A difference that is
+not listed here fails the suite, and so does an entry that no difference needs any more.
+docs/providers.md shows the same entries in its table.
+"""
+
+from __future__ import annotations
+
+from tests.conformance.harness import Allowed
+
+CRISP_NODE = "crisp-api 11.3.0 (npm)"
+CRISP_PYTHON = "crisp-api 1.1.23 (PyPI)"
+QUICKBLOX_JS = "quickblox 2.23.0 (npm)"
+QUICKBLOX_DOCS = "QuickBlox document (Get Unread Messages Count)"
+SENDBIRD_JS = "sendbird-platform-sdk 1.0.3 (npm)"
+
+ALLOW_LIST: tuple[Allowed, ...] = (
+    Allowed(
+        CRISP_PYTHON,
+        "header:content-type",
+        frozenset({"conversation", "list-page-1"}),
+        "the Python client sends Content-Type: application/json on every request, GETs "
+        "without a body included; a GET has no body for it to describe",
+        "crisp_api/__init__.py REQUEST_HEADERS",
+    ),
+    Allowed(
+        CRISP_PYTHON,
+        "path",
+        frozenset({"list-page-1"}),
+        "the Python client writes /conversations/{page}/?... (a slash before the query); the "
+        "Node client and Crisp's reference write /conversations/{page}, as the exporter does",
+        "crisp_api/resources/website.py search_conversations; node "
+        "dist/resources/WebsiteConversation.js listConversations",
+    ),
+    Allowed(
+        CRISP_PYTHON,
+        "query:per_page",
+        frozenset({"list-page-1"}),
+        "the Python client's search_conversations has no per_page argument (Crisp's default "
+        "is 20); the exporter asks for the documented maximum, 50, as the Node client can",
+        "crisp_api/resources/website.py SEARCH_CONVERSATIONS_QUERY_PARAMETERS",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:qb-os",
+        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        "the SDK names the caller's operating system on every request; the API does not ask "
+        "for it (none of the document's requests carries it)",
+        "quickblox src/qbProxy.js ajax (QB-OS: Utils.getOS())",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:qb-sdk",
+        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        "the SDK names itself and its version on every request; the API does not ask for it "
+        "(none of the document's requests carries it)",
+        "quickblox src/qbProxy.js ajax (QB-SDK: 'JS ' + config.version + ' - Client')",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:content-type",
+        frozenset({"session-app", "session-user"}),
+        "the SDK adds '; charset=UTF-8' to the form type; a percent-encoded form is ASCII, so "
+        "the charset changes nothing",
+        "quickblox src/qbProxy.js ajax",
+    ),
+    Allowed(
+        QUICKBLOX_JS,
+        "header:content-type",
+        frozenset({"unread-token-ids", "unread-token-total"}),
+        "the SDK sends a form Content-Type on every request, GETs without a body included; a "
+        "GET has no body for it to describe",
+        "quickblox src/qbProxy.js ajax",
+    ),
+    Allowed(
+        SENDBIRD_JS,
+        "header:accept",
+        frozenset(
+            f"unread-{scope}{types}"
+            for scope in ("all", "super_group", "non_super_group")
+            for types in ("", "-types")
+        ),
+        "the generated SDK sends its spec's 'produces' list; the Platform API answers JSON "
+        "only (every documented response is JSON) and the exporter refuses a body that is not "
+        "JSON as bad_response, so asking for any type changes nothing",
+        "sendbird-platform-sdk dist/api/UserApi.js viewNumberOfUnreadItemsWithHttpInfo "
+        "(accepts = ['application/json'])",
+    ),
+    Allowed(
+        SENDBIRD_JS,
+        "query:custom_type",
+        frozenset({"unread-all-types", "unread-super_group-types", "unread-non_super_group-types"}),
+        "the v1 Platform SDK sends the singular custom_type, from a generated 2021-22 spec; the "
+        "API reference for unread_item_count, Sendbird's own Chat SDK (@sendbird/chat, "
+        "GetUnreadItemCountRequestCommand) and the sibling unread endpoints all use the plural "
+        "custom_types, which the exporter sends (exporter/providers/sendbird.py says why)",
+        "sendbird-platform-sdk dist/api/UserApi.js (query 'custom_type'); "
+        "sendbird.com/docs/chat/v3/platform-api/user/managing-unread-count/"
+        "get-number-of-unread-items",
+    ),
+    Allowed(
+        SENDBIRD_JS,
+        "query:custom_types",
+        frozenset({"unread-all-types", "unread-super_group-types", "unread-non_super_group-types"}),
+        "the other side of the custom_type entry above: the exporter sends the documented plural",
+        "as for custom_type",
+    ),
+)
