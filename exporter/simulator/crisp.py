@@ -52,6 +52,9 @@ class FakeCrisp(FakeProvider):
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v1/website/{website_id}/conversation/{session_id}", self.conversation)
         app.router.add_get("/v1/website/{website_id}/conversations/{page}", self.conversations)
+        # The official PyPI client (crisp-api 1.1.23) asks for the list page with a slash before
+        # the query string, so the real API must answer it: the simulator does too.
+        app.router.add_get("/v1/website/{website_id}/conversations/{page}/", self.conversations)
 
     def route_error(self, status: int, reason: str) -> web.Response:
         """Crisp routes by method and path, so any miss is its 404 ``not_found`` (as quoted in

@@ -266,12 +266,6 @@ def test_python_client_reads_a_conversation(run: CrispRun) -> None:
     assert conversation["unread"] == {"operator": 2, "visitor": 5}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="simulator defect: the official PyPI client lists conversations at "
-    "/conversations/{page}/?... (a slash before the query) and the simulator answers 404 "
-    "not_found; remove this mark when the simulator serves that path",
-)
 def test_python_client_reads_the_conversation_list(run: CrispRun) -> None:
     """The PyPI client asks ``/conversations/1/?...``: the simulator must serve that path."""
     page = run.python_outcomes["list-page-1"].get("value")
