@@ -42,6 +42,9 @@ DEMO_DIALOGS = frozenset(
         ("imkit", "demo-imkit", "work"),
         ("sendbird", "demo-sendbird", "agent-42"),
         ("sendbird", "demo-sendbird", "agent-7"),
+        ("intercom", "demo-intercom", "inbox"),
+        ("intercom", "demo-intercom", "billing"),
+        ("intercom", "demo-intercom", "alice"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

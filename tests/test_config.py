@@ -135,6 +135,14 @@ accounts:
     dialogs:
       - name: all
 """
+INTERCOM = """\
+accounts:
+  - name: ic
+    provider: intercom
+    access_token: ic-token
+    dialogs:
+      - name: inbox
+"""
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -393,6 +401,7 @@ SECRET_FIELDS = [
     ("imkit", IMKIT, "client_key"),
     ("imkit", IMKIT, "token"),
     ("sendbird", SENDBIRD, "api_token"),
+    ("intercom", INTERCOM, "access_token"),
 ]
 
 
@@ -552,9 +561,9 @@ REFUSALS: list[tuple[str, str, str, str, int, str]] = [
      "accounts[0].name", "- name: my account", 1, "String should match pattern"),
     ("unknown-provider", SENDBIRD.replace("provider: sendbird", "provider: slack"),
      "accounts[0].provider", "provider: slack", 1,
-     "provider 'slack' is not known (known: crisp, imkit, quickblox, sendbird)"),
+     "provider 'slack' is not known (known: crisp, imkit, intercom, quickblox, sendbird)"),
     ("missing-provider", without(SENDBIRD, "provider:"), "accounts[0].provider",
-     "- name: sb", 1, "provider is missing (known: crisp, imkit, quickblox, sendbird)"),
+     "- name: sb", 1, "provider is missing (known: crisp, imkit, intercom, quickblox, sendbird)"),
     ("empty-accounts", "accounts: []\n", "accounts", "accounts:", 1,
      "must be a non-empty list of accounts"),
     ("accounts-null", "accounts:\n", "accounts", "accounts:", 1,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,11 +80,16 @@ class SeenRequest:
     path: str
     query_string: str
     headers: dict[str, str]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """The request body decoded as JSON."""
+        return json.loads(self.body)
 
 
 @dataclass
 class FakeProvider:
-    """Base of the four simulated providers: serving, request log, faults and latency."""
+    """Base of the simulated providers: serving, request log, faults and latency."""
 
     name: str = ""
     latency: float = 0.0
@@ -125,7 +131,11 @@ class FakeProvider:
         if self.record_requests:
             self.requests.append(
                 SeenRequest(
-                    request.method, request.path, request.query_string, dict(request.headers)
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    dict(request.headers),
+                    await request.read(),  # aiohttp keeps it for the handler to read again
                 )
             )
         if self.latency:
@@ -165,3 +175,30 @@ def json_response(
 ) -> web.Response:
     """A JSON answer with the given status."""
     return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass
+class RateWindow:
+    """A fixed-window rate limit announced in ``X-RateLimit-*`` headers (Intercom, Stream).
+
+    The window starts with the first request rather than on a clock boundary, so a test that
+    makes a few requests sees exact remaining counts.
+    """
+
+    limit: int
+    seconds: float
+    _ends_at: float = 0.0
+    _used: int = 0
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        """Spend one request: whether it is allowed, and the headers to answer with."""
+        now = time.time()
+        if now >= self._ends_at:
+            self._ends_at, self._used = now + self.seconds, 0
+        self._used += 1
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(self.limit - self._used, 0)),
+            "X-RateLimit-Reset": str(int(self._ends_at)),
+        }
+        return self._used <= self.limit, headers
