@@ -32,8 +32,8 @@ VALUE_METRICS: tuple[tuple[str, str, str], ...] = (
     (
         "conversations",
         "conversations",
-        "Conversations with at least one unread message (Crisp backlog), or waiting on the"
-        " team (Intercom).",
+        "Conversations with at least one unread message (Crisp backlog, Stream Chat"
+        " channels), or waiting on the team (Intercom).",
     ),
     (
         "oldest_unread_timestamp_seconds",

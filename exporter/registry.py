@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.providers import crisp, imkit, intercom, quickblox, sendbird
+from exporter.providers import crisp, imkit, intercom, quickblox, sendbird, stream
 from exporter.providers.base import Provider
 
 PROVIDERS: dict[str, Provider[Any]] = {
@@ -15,5 +15,6 @@ PROVIDERS: dict[str, Provider[Any]] = {
         imkit.PROVIDER,
         sendbird.PROVIDER,
         intercom.PROVIDER,
+        stream.PROVIDER,
     )
 }

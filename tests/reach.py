@@ -6,7 +6,7 @@ test that wants these providers too calls ``populate_reach`` and appends ``reach
 
 from __future__ import annotations
 
-from exporter.simulator import IntercomConversation, Simulator
+from exporter.simulator import IntercomConversation, Simulator, StreamChannel
 
 INTERCOM_TEAM = "5017691"
 INTERCOM_ADMIN = 991267
@@ -43,6 +43,15 @@ def populate_reach(sim: Simulator) -> None:
         team_assignee_id=INTERCOM_TEAM, admin_assignee_id=INTERCOM_ADMIN
     )
     sim.intercom.conversations = conversations
+    sim.stream.users = {
+        "agent-42": [
+            StreamChannel("messaging", "support-1", unread=4),
+            StreamChannel("messaging", "support-2", unread=3),
+            StreamChannel("livestream", "launch", unread=9),
+            StreamChannel("team", "ops", unread=0),
+        ],
+        "agent-7": [StreamChannel("messaging", "support-3", unread=2)],
+    }
 
 
 # (conversations, oldest waiting) per dialog of ``reach_accounts`` for ``populate_reach``
@@ -54,7 +63,16 @@ INTERCOM_EXPECTED = {
 
 
 # The account of each provider in ``reach_accounts``
-REACH_ACCOUNT_OF = {"intercom": "acme-intercom"}
+REACH_ACCOUNT_OF = {"intercom": "acme-intercom", "stream": "acme-stream"}
+
+
+# (messages, unread channels) per dialog of ``reach_accounts`` for ``populate_reach``
+STREAM_EXPECTED = {
+    "agent-42": (16.0, 3.0),
+    "agent-42-messaging": (7.0, 2.0),
+    "agent-42-team": (0.0, 0.0),  # a member of a team channel, with nothing unread in it
+    "agent-7": (2.0, 1.0),
+}
 
 
 def reach_accounts(sim: Simulator) -> str:
@@ -70,6 +88,22 @@ def reach_accounts(sim: Simulator) -> str:
         team_id: "{INTERCOM_TEAM}"
       - name: alice
         admin_id: {INTERCOM_ADMIN}
+  - name: acme-stream
+    provider: stream
+    base_url: {sim.stream.url}
+    api_key: {sim.stream.api_key}
+    api_secret: {sim.stream.api_secret}
+    dialogs:
+      - name: agent-42
+        user_id: agent-42
+      - name: agent-42-messaging
+        user_id: agent-42
+        channel_type: messaging
+      - name: agent-42-team
+        user_id: agent-42
+        channel_type: team
+      - name: agent-7
+        user_id: agent-7
 """
 
 

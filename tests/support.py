@@ -45,6 +45,9 @@ DEMO_DIALOGS = frozenset(
         ("intercom", "demo-intercom", "inbox"),
         ("intercom", "demo-intercom", "billing"),
         ("intercom", "demo-intercom", "alice"),
+        ("stream", "demo-stream", "agent-42"),
+        ("stream", "demo-stream", "agent-42-messaging"),
+        ("stream", "demo-stream", "agent-7"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

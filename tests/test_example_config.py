@@ -24,6 +24,8 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
             "IMKIT_TOKEN",
             "SENDBIRD_API_TOKEN",
             "INTERCOM_TOKEN",
+            "STREAM_KEY",
+            "STREAM_SECRET",
         )
     }
     config = parse_config(text, "config.example.yaml", environ=environ)
@@ -35,6 +37,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
         "imkit",
         "sendbird",
         "intercom",
+        "stream",
     ]
     crisp = config.accounts[0]
     assert crisp.secret_values() == ["crisp_identifier-value", "crisp_key-value"]

@@ -24,7 +24,7 @@ from tests.conftest import (
 )
 from tests.reach import REACH_ACCOUNT_OF, populate_reach, reach_accounts
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom")
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream")
 VALUE_METRICS = (
     "chat_unread_messages",
     "chat_unread_mentions",
@@ -57,6 +57,15 @@ def success_body_with(provider: str, bad: Any) -> Any:
     if provider == "intercom":
         conversation = {"id": "1", "waiting_since": bad}
         return {"type": "conversation.list", "total_count": bad, "conversations": [conversation]}
+    if provider == "stream":
+        counts = {
+            "total_unread_count": bad,
+            "channel_type": [
+                {"channel_type": kind, "channel_count": 1, "unread_count": bad}
+                for kind in ("messaging", "team")
+            ],
+        }
+        return {"counts_by_user": {"agent-42": counts, "agent-7": counts}}
     return dict.fromkeys(SB_KEYS, bad)
 
 
@@ -71,6 +80,9 @@ def error_body(provider: str, status: int) -> Any:
     if provider == "intercom":
         code = "rate_limit_exceeded" if status == 429 else "boom"
         return {"type": "error.list", "errors": [{"code": code, "message": "boom"}]}
+    if provider == "stream":
+        stream_code = {429: 9, 401: 5, 403: 17, 404: 16}.get(status, 4 if status < 500 else -1)
+        return {"code": stream_code, "message": "boom", "StatusCode": status, "duration": "0.1ms"}
     return {"message": "boom", "code": 500910 if status == 429 else 400999, "error": True}
 
 
@@ -101,6 +113,7 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "imkit": sim.imkit,
         "sendbird": sim.sendbird,
         "intercom": sim.intercom,
+        "stream": sim.stream,
     }[provider]
 
 

@@ -242,6 +242,7 @@ def test_unread_messages_arrive_with_the_contract_labels(
         "imkit",
         "sendbird",
         "intercom",
+        "stream",
     }
     for item in series:
         labels = item["metric"]

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 import pytest
 from aiohttp import ClientSession
 
 from exporter.config import ConfigError, parse_config
 from exporter.providers.intercom import IntercomAccount
-from exporter.simulator import Simulator
+from exporter.providers.stream import server_token
+from exporter.simulator import Simulator, StreamChannel
 from exporter.simulator.base import RateWindow
 from tests.conftest import FakeClock, ScrapeClient, dialog_values, errors_of, get_metrics, value
 from tests.reach import (
@@ -18,6 +24,7 @@ from tests.reach import (
     INTERCOM_EXPECTED,
     INTERCOM_TEAM,
     INTERCOM_WAITING,
+    STREAM_EXPECTED,
     intercom_backlog,
     populate_reach,
     reach_config,
@@ -220,3 +227,118 @@ async def test_intercom_simulator_answers_unknown_routes_with_its_error_list(
         body = await response.json()
     assert body["type"] == "error.list"
     assert body["errors"] == [{"code": "not_found", "message": "Resource Not Found"}]
+
+
+def stream_values(samples: dict[Any, float]) -> dict[str, tuple[float, float]]:
+    messages = dialog_values(samples, "chat_unread_messages", "stream")
+    channels = dialog_values(samples, "chat_unread_conversations", "stream")
+    return {name: (messages[name], channels[name]) for name in messages}
+
+
+def jwt_parts(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes]:
+    """Header, claims and signature of a JWT, decoded without the exporter's code."""
+    header, claims, signature = (
+        base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)) for part in token.split(".")
+    )
+    return json.loads(header), json.loads(claims), signature
+
+
+async def test_stream_users_come_from_one_batch_request(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    populate_reach(sim)
+    client = await scrape_client(reach_config(sim))
+    samples = await get_metrics(client)
+
+    assert stream_values(samples) == STREAM_EXPECTED
+    assert len(sim.stream.requests) == 1  # two users, four dialogs: one batch
+    request = sim.stream.requests[0]
+    assert (request.method, request.path) == ("POST", "/unread_batch")
+    assert parse_qs(request.query_string) == {"api_key": [sim.stream.api_key]}
+    assert request.json() == {"user_ids": ["agent-42", "agent-7"]}
+    assert request.headers["Stream-Auth-Type"] == "jwt"
+    header, claims, signature = jwt_parts(request.headers["Authorization"])
+    assert header == {"alg": "HS256", "typ": "JWT"}
+    assert claims == {"server": True}
+    signed = request.headers["Authorization"].rsplit(".", 1)[0].encode()
+    assert signature == hmac.new(sim.stream.api_secret.encode(), signed, hashlib.sha256).digest()
+
+
+async def test_stream_single_user_asks_the_unread_endpoint(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    populate_reach(sim)
+    text = reach_config(sim).split("      - name: agent-7\n")[0]
+    client = await scrape_client(text)
+    samples = await get_metrics(client)
+
+    expected = {k: v for k, v in STREAM_EXPECTED.items() if k != "agent-7"}
+    assert stream_values(samples) == expected
+    stream_requests = sim.stream.requests
+    assert len(stream_requests) == 1
+    assert (stream_requests[0].method, stream_requests[0].path) == ("GET", "/unread")
+    assert parse_qs(stream_requests[0].query_string) == {
+        "api_key": [sim.stream.api_key],
+        "user_id": ["agent-42"],
+    }
+
+
+async def test_stream_unknown_user_is_not_found_and_others_stay_up(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    populate_reach(sim)
+    del sim.stream.users["agent-7"]
+    client = await scrape_client(reach_config(sim))
+    samples = await get_metrics(client)
+    ups = dialog_values(samples, "chat_unread_up", "stream")
+    assert ups == {"agent-42": 1.0, "agent-42-messaging": 1.0, "agent-42-team": 1.0, "agent-7": 0.0}
+    assert errors_of(samples, "stream", "not_found", account="acme-stream") == 1.0
+
+
+async def test_stream_many_users_go_in_batches_of_100(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    sim.stream.users = {f"user-{i:03d}": [StreamChannel(unread=i % 4)] for i in range(250)}
+    dialogs = "".join(f"      - {{name: u{i:03d}, user_id: user-{i:03d}}}\n" for i in range(250))
+    text = reach_config(sim).split("    dialogs:\n      - name: agent-42\n")[0]
+    client = await scrape_client(f"{text}    dialogs:\n{dialogs}")
+    samples = await get_metrics(client)
+
+    messages = dialog_values(samples, "chat_unread_messages", "stream")
+    assert messages == {f"u{i:03d}": float(i % 4) for i in range(250)}
+    sizes = sorted(len(r.json()["user_ids"]) for r in sim.stream.calls("/unread_batch"))
+    assert sizes == [50, 100, 100]
+
+
+async def test_stream_wrong_secret_is_auth(sim: Simulator, scrape_client: ScrapeClient) -> None:
+    populate_reach(sim)
+    client = await scrape_client(reach_config(sim).replace(sim.stream.api_secret, "other-secret"))
+    samples = await get_metrics(client)
+    assert set(dialog_values(samples, "chat_unread_up", "stream").values()) == {0.0}
+    assert errors_of(samples, "stream", "auth", account="acme-stream") == 4.0
+
+
+async def test_stream_rate_limit_headers_become_metrics(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    populate_reach(sim)
+    sim.stream.rate_limit = RateWindow(limit=60, seconds=60)
+    client = await scrape_client(reach_config(sim))
+    samples = await get_metrics(client)
+    labels = {"provider": "stream", "account": "acme-stream"}
+    assert value(samples, "chat_unread_rate_limit_remaining", **labels) == 59.0
+    reset = value(samples, "chat_unread_rate_limit_reset_timestamp_seconds", **labels)
+    assert reset is not None
+    assert reset > 1_700_000_000
+
+
+async def test_stream_simulator_answers_unknown_routes_with_its_error_envelope(
+    sim: Simulator,
+) -> None:
+    headers = {"Stream-Auth-Type": "jwt", "Authorization": server_token(sim.stream.api_secret)}
+    url = f"{sim.stream.url}/unread/nope?api_key={sim.stream.api_key}"
+    async with ClientSession() as session, session.get(url, headers=headers) as response:
+        assert response.status == 404
+        body = await response.json()
+    assert (body["code"], body["StatusCode"]) == (16, 404)
+    assert set(body) >= {"code", "message", "StatusCode", "duration", "more_info"}

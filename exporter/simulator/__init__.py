@@ -18,6 +18,7 @@ from exporter.simulator.imkit import FakeIMKit, IMKitRoom
 from exporter.simulator.intercom import FakeIntercom, IntercomConversation
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
+from exporter.simulator.stream import FakeStream, StreamChannel
 
 __all__ = [
     "CrispConversation",
@@ -27,12 +28,14 @@ __all__ = [
     "FakeProvider",
     "FakeQuickBlox",
     "FakeSendbird",
+    "FakeStream",
     "Fault",
     "IMKitRoom",
     "IntercomConversation",
     "SeenRequest",
     "SendbirdChannel",
     "Simulator",
+    "StreamChannel",
 ]
 
 DEMO_WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
@@ -57,11 +60,12 @@ class Simulator:
         self.imkit = FakeIMKit()
         self.sendbird = FakeSendbird()
         self.intercom = FakeIntercom()
+        self.stream = FakeStream()
         self._rng = random.Random(seed)
 
     @property
     def providers(self) -> tuple[FakeProvider, ...]:
-        return (self.crisp, self.quickblox, self.imkit, self.sendbird, self.intercom)
+        return (self.crisp, self.quickblox, self.imkit, self.sendbird, self.intercom, self.stream)
 
     async def start(self) -> None:
         for provider in self.providers:
@@ -107,6 +111,16 @@ class Simulator:
             for i in range(1, 25)
         }
         self.intercom.rate_limit = RateWindow(limit=1000, seconds=10)
+        self.stream.users = {
+            "agent-42": [
+                StreamChannel("messaging", "support-1", unread=4),
+                StreamChannel("messaging", "support-2", unread=1),
+                StreamChannel("livestream", "launch", unread=9),
+                StreamChannel("team", "ops", unread=0),
+            ],
+            "agent-7": [StreamChannel("messaging", "support-3", unread=2)],
+        }
+        self.stream.rate_limit = RateWindow(limit=1000, seconds=60)
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -116,6 +130,7 @@ class Simulator:
             counters += [(c, "unread_operator") for c in conversations.values()]
         counters += [(room, "unread") for rooms in self.imkit.rooms.values() for room in rooms]
         counters += [(c, "unread") for cs in self.sendbird.channels.values() for c in cs]
+        counters += [(c, "unread") for cs in self.stream.users.values() for c in cs]
         for conversation_id in rng.sample(sorted(self.intercom.conversations), k=2):
             # a contact writes (the conversation waits from now on) or a teammate answers
             conversation = self.intercom.conversations[conversation_id]
@@ -189,4 +204,17 @@ accounts:
         team_id: "{DEMO_INTERCOM_TEAM}"
       - name: alice
         admin_id: "{DEMO_INTERCOM_ADMIN}"
+  - name: demo-stream
+    provider: stream
+    base_url: {self.stream.url}
+    api_key: {self.stream.api_key}
+    api_secret: {self.stream.api_secret}
+    dialogs:
+      - name: agent-42
+        user_id: agent-42
+      - name: agent-42-messaging
+        user_id: agent-42
+        channel_type: messaging
+      - name: agent-7
+        user_id: agent-7
 """
