@@ -103,7 +103,7 @@ def unread_counts(channels: list[StreamChannel]) -> dict[str, Any]:
 class FakeStream(FakeProvider):
     name: str = "stream"
     api_key: str = "streamapikey"
-    api_secret: str = "stream-api-secret"
+    api_secret: str = "stream-api-secret-of-the-simulator"
     users: dict[str, list[StreamChannel]] = field(default_factory=dict)  # user -> channels
     rate_limit: RateWindow | None = None
 
@@ -128,7 +128,9 @@ class FakeStream(FakeProvider):
         allowed, headers = self.rate_limit.take()
         if not allowed:
             response = stream_error(429, 9, "Too many requests, check response headers")
-        response.headers.update(headers)
+        # lower-case names, as Stream sends them: the Python SDK's rate_limit() looks them up
+        # by lower-case name in a case-sensitive dict of the answer's headers
+        response.headers.update({name.lower(): text for name, text in headers.items()})
         return response
 
     async def unknown(self, request: web.Request) -> web.Response:
