@@ -252,7 +252,7 @@ async def landing(request: web.Request) -> web.Response:
             elif isinstance(outcome, Exception):
                 result, reason = "up 0", f"{outcome.reason}: {outcome.detail}"
             else:
-                result, reason = f"up 1, {outcome.messages} unread", ""
+                result, reason = f"up 1, {outcome.summary()}", ""
             rows.append(
                 "<tr>"
                 + "".join(

@@ -32,12 +32,14 @@ VALUE_METRICS: tuple[tuple[str, str, str], ...] = (
     (
         "conversations",
         "conversations",
-        "Conversations with at least one unread message (Crisp backlog).",
+        "Conversations with at least one unread message (Crisp backlog, Stream Chat"
+        " channels), or waiting on the team (Intercom).",
     ),
     (
         "oldest_unread_timestamp_seconds",
         "oldest_unread_timestamp",
-        "Unix time since which the oldest unread conversation has been waiting (Crisp backlog).",
+        "Unix time since which the oldest unread conversation has been waiting"
+        " (Crisp backlog, Intercom).",
     ),
 )
 

@@ -36,13 +36,23 @@ class FetchError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """What one dialog reported; ``None`` means the provider does not report that value."""
+    """What one dialog reported; ``None`` means the provider does not report that value.
 
-    messages: int
+    ``messages`` is ``None`` too where the API has no true unread message count (an Intercom
+    backlog counts waiting conversations only): an absent series, never a made-up 0.
+    """
+
+    messages: int | None
     mentions: int | None = None
     invitations: int | None = None
     conversations: int | None = None
     oldest_unread_timestamp: float | None = None
+
+    def summary(self) -> str:
+        """A few words for the landing page: unread messages, else waiting conversations."""
+        if self.messages is not None:
+            return f"{self.messages} unread"
+        return f"{self.conversations} waiting conversations"
 
 
 Outcome = Reading | FetchError

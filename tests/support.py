@@ -42,6 +42,12 @@ DEMO_DIALOGS = frozenset(
         ("imkit", "demo-imkit", "work"),
         ("sendbird", "demo-sendbird", "agent-42"),
         ("sendbird", "demo-sendbird", "agent-7"),
+        ("intercom", "demo-intercom", "inbox"),
+        ("intercom", "demo-intercom", "billing"),
+        ("intercom", "demo-intercom", "alice"),
+        ("stream", "demo-stream", "agent-42"),
+        ("stream", "demo-stream", "agent-42-messaging"),
+        ("stream", "demo-stream", "agent-7"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

@@ -349,7 +349,8 @@ async def test_demo_serves_every_provider(tmp_path: Path) -> None:
         served = {
             (labels["provider"], labels["account"], labels["dialog"])
             for (name, frozen), v in samples.items()
-            if name == "chat_unread_messages" and v >= 0
+            # each dialog's value: unread messages, or waiting conversations (Intercom)
+            if name in ("chat_unread_messages", "chat_unread_conversations") and v >= 0
             for labels in [dict(frozen)]
         }
         assert served == DEMO_DIALOGS

@@ -135,6 +135,24 @@ accounts:
     dialogs:
       - name: all
 """
+STREAM = """\
+accounts:
+  - name: st
+    provider: stream
+    api_key: streamkey
+    api_secret: st-secret
+    dialogs:
+      - name: agent
+        user_id: agent-42
+"""
+INTERCOM = """\
+accounts:
+  - name: ic
+    provider: intercom
+    access_token: ic-token
+    dialogs:
+      - name: inbox
+"""
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -393,6 +411,8 @@ SECRET_FIELDS = [
     ("imkit", IMKIT, "client_key"),
     ("imkit", IMKIT, "token"),
     ("sendbird", SENDBIRD, "api_token"),
+    ("intercom", INTERCOM, "access_token"),
+    ("stream", STREAM, "api_secret"),
 ]
 
 
@@ -552,9 +572,10 @@ REFUSALS: list[tuple[str, str, str, str, int, str]] = [
      "accounts[0].name", "- name: my account", 1, "String should match pattern"),
     ("unknown-provider", SENDBIRD.replace("provider: sendbird", "provider: slack"),
      "accounts[0].provider", "provider: slack", 1,
-     "provider 'slack' is not known (known: crisp, imkit, quickblox, sendbird)"),
+     "provider 'slack' is not known (known: crisp, imkit, intercom, quickblox, sendbird, stream)"),
     ("missing-provider", without(SENDBIRD, "provider:"), "accounts[0].provider",
-     "- name: sb", 1, "provider is missing (known: crisp, imkit, quickblox, sendbird)"),
+     "- name: sb", 1,
+     "provider is missing (known: crisp, imkit, intercom, quickblox, sendbird, stream)"),
     ("empty-accounts", "accounts: []\n", "accounts", "accounts:", 1,
      "must be a non-empty list of accounts"),
     ("accounts-null", "accounts:\n", "accounts", "accounts:", 1,

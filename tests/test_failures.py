@@ -22,8 +22,18 @@ from tests.conftest import (
     get_metrics,
     parse,
 )
+from tests.reach import REACH_ACCOUNT_OF, populate_reach, reach_accounts
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream")
+VALUE_METRICS = (
+    "chat_unread_messages",
+    "chat_unread_mentions",
+    "chat_unread_invitations",
+    "chat_unread_conversations",
+    "chat_unread_oldest_unread_timestamp_seconds",
+)
+# The series that shows a provider's dialogs are served (Intercom counts no messages)
+SERVED_METRIC = {"intercom": "chat_unread_conversations"}
 
 SB_KEYS = (
     "group_channel_unread_message_count",
@@ -44,6 +54,18 @@ def success_body_with(provider: str, bad: Any) -> Any:
         return {QB_DIALOGS[0]: bad, QB_DIALOGS[1]: bad, "total": bad}
     if provider == "imkit":
         return {"RC": 0, "RM": "OK", "result": {"badge": bad}}
+    if provider == "intercom":
+        conversation = {"id": "1", "waiting_since": bad}
+        return {"type": "conversation.list", "total_count": bad, "conversations": [conversation]}
+    if provider == "stream":
+        counts = {
+            "total_unread_count": bad,
+            "channel_type": [
+                {"channel_type": kind, "channel_count": 1, "unread_count": bad}
+                for kind in ("messaging", "team")
+            ],
+        }
+        return {"counts_by_user": {"agent-42": counts, "agent-7": counts}}
     return dict.fromkeys(SB_KEYS, bad)
 
 
@@ -55,6 +77,12 @@ def error_body(provider: str, status: int) -> Any:
         return {"errors": ["Unauthorized"]} if status == 401 else {"errors": {"base": ["boom"]}}
     if provider == "imkit":
         return {"RC": status, "RM": "Error", "error": {"code": "X", "message": "boom"}}
+    if provider == "intercom":
+        code = "rate_limit_exceeded" if status == 429 else "boom"
+        return {"type": "error.list", "errors": [{"code": code, "message": "boom"}]}
+    if provider == "stream":
+        stream_code = {429: 9, 401: 5, 403: 17, 404: 16}.get(status, 4 if status < 500 else -1)
+        return {"code": stream_code, "message": "boom", "StatusCode": status, "duration": "0.1ms"}
     return {"message": "boom", "code": 500910 if status == 429 else 400999, "error": True}
 
 
@@ -84,6 +112,8 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "quickblox": sim.quickblox,
         "imkit": sim.imkit,
         "sendbird": sim.sendbird,
+        "intercom": sim.intercom,
+        "stream": sim.stream,
     }[provider]
 
 
@@ -93,7 +123,8 @@ async def test_failure_stays_with_its_provider(
     sim: Simulator, scrape_client: ScrapeClient, provider: str, failure: str
 ) -> None:
     make_fault, reason = FAILURES[failure]
-    client = await scrape_client(config_yaml(sim))
+    populate_reach(sim)
+    client = await scrape_client(config_yaml(sim) + reach_accounts(sim))
     fake(sim, provider).fault = make_fault(provider)
 
     started = time.monotonic()
@@ -106,14 +137,15 @@ async def test_failure_stays_with_its_provider(
     ups = dialog_values(samples, "chat_unread_up", provider)
     assert ups
     assert set(ups.values()) == {0.0}
-    assert dialog_values(samples, "chat_unread_messages", provider) == {}
-    errors = errors_of(samples, provider, reason)
+    for metric in VALUE_METRICS:
+        assert dialog_values(samples, metric, provider) == {}
+    errors = errors_of(samples, provider, reason, account=REACH_ACCOUNT_OF.get(provider, ""))
     assert errors is not None
     assert errors >= 1
     for other in PROVIDERS:
         if other != provider:
             assert set(dialog_values(samples, "chat_unread_up", other).values()) == {1.0}
-            assert dialog_values(samples, "chat_unread_messages", other)
+            assert dialog_values(samples, SERVED_METRIC.get(other, "chat_unread_messages"), other)
 
 
 async def test_crisp_backlog_page_with_a_string_count_is_refused(

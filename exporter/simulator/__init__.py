@@ -1,6 +1,6 @@
 """Simulated providers for the demo, the tests and the benchmark.
 
-:class:`Simulator` runs all four fake APIs on loopback. ``populate_demo`` gives them a small
+:class:`Simulator` runs every fake API on loopback. ``populate_demo`` gives them a small
 support team's worth of chats, ``evolve`` makes messages arrive and get read, and
 ``demo_config_yaml`` is the matching exporter config (which goes through the normal config
 loader, so the demo exercises exactly what a real deployment does).
@@ -12,24 +12,30 @@ import asyncio
 import random
 import time
 
-from exporter.simulator.base import FakeProvider, Fault, SeenRequest
+from exporter.simulator.base import FakeProvider, Fault, RateWindow, SeenRequest
 from exporter.simulator.crisp import CrispConversation, FakeCrisp
 from exporter.simulator.imkit import FakeIMKit, IMKitRoom
+from exporter.simulator.intercom import FakeIntercom, IntercomConversation
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
+from exporter.simulator.stream import FakeStream, StreamChannel
 
 __all__ = [
     "CrispConversation",
     "FakeCrisp",
     "FakeIMKit",
+    "FakeIntercom",
     "FakeProvider",
     "FakeQuickBlox",
     "FakeSendbird",
+    "FakeStream",
     "Fault",
     "IMKitRoom",
+    "IntercomConversation",
     "SeenRequest",
     "SendbirdChannel",
     "Simulator",
+    "StreamChannel",
 ]
 
 DEMO_WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
@@ -41,21 +47,25 @@ DEMO_QB_DIALOGS = (
     "5d75327ba28f9a0f32cb0f99",
 )
 DEMO_IMKIT_TOKEN = "imkit-user-token"
+DEMO_INTERCOM_TEAM = "5017691"
+DEMO_INTERCOM_ADMIN = 991267
 
 
 class Simulator:
-    """The four simulated providers, started together on loopback."""
+    """The simulated providers, started together on loopback."""
 
     def __init__(self, seed: int = 42) -> None:
         self.crisp = FakeCrisp()
         self.quickblox = FakeQuickBlox()
         self.imkit = FakeIMKit()
         self.sendbird = FakeSendbird()
+        self.intercom = FakeIntercom()
+        self.stream = FakeStream()
         self._rng = random.Random(seed)
 
     @property
     def providers(self) -> tuple[FakeProvider, ...]:
-        return (self.crisp, self.quickblox, self.imkit, self.sendbird)
+        return (self.crisp, self.quickblox, self.imkit, self.sendbird, self.intercom, self.stream)
 
     async def start(self) -> None:
         for provider in self.providers:
@@ -91,6 +101,26 @@ class Simulator:
         ]
         self.sendbird.channels["agent-7"] = [SendbirdChannel("support", unread=1, mentions=1)]
         self.sendbird.rate_limit_per_second = 100  # so the demo shows rate-limit headroom
+        now_s = now_ms // 1000
+        self.intercom.conversations = {
+            str(1000 + i): IntercomConversation(
+                waiting_since=now_s - i * 420 if i % 3 else None,  # every third one answered
+                team_assignee_id=DEMO_INTERCOM_TEAM if i % 2 else None,
+                admin_assignee_id=DEMO_INTERCOM_ADMIN if i % 5 == 0 else None,
+            )
+            for i in range(1, 25)
+        }
+        self.intercom.rate_limit = RateWindow(limit=1000, seconds=10)
+        self.stream.users = {
+            "agent-42": [
+                StreamChannel("messaging", "support-1", unread=4),
+                StreamChannel("messaging", "support-2", unread=1),
+                StreamChannel("livestream", "launch", unread=9),
+                StreamChannel("team", "ops", unread=0),
+            ],
+            "agent-7": [StreamChannel("messaging", "support-3", unread=2)],
+        }
+        self.stream.rate_limit = RateWindow(limit=1000, seconds=60)
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -100,6 +130,12 @@ class Simulator:
             counters += [(c, "unread_operator") for c in conversations.values()]
         counters += [(room, "unread") for rooms in self.imkit.rooms.values() for room in rooms]
         counters += [(c, "unread") for cs in self.sendbird.channels.values() for c in cs]
+        counters += [(c, "unread") for cs in self.stream.users.values() for c in cs]
+        for conversation_id in rng.sample(sorted(self.intercom.conversations), k=2):
+            # a contact writes (the conversation waits from now on) or a teammate answers
+            conversation = self.intercom.conversations[conversation_id]
+            answered = conversation.waiting_since is None
+            conversation.waiting_since = int(time.time()) if answered else None
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -156,6 +192,29 @@ accounts:
       - name: agent-42
         user_id: agent-42
         custom_types: [support]
+      - name: agent-7
+        user_id: agent-7
+  - name: demo-intercom
+    provider: intercom
+    base_url: {self.intercom.url}
+    access_token: {self.intercom.access_token}
+    dialogs:
+      - name: inbox
+      - name: billing
+        team_id: "{DEMO_INTERCOM_TEAM}"
+      - name: alice
+        admin_id: "{DEMO_INTERCOM_ADMIN}"
+  - name: demo-stream
+    provider: stream
+    base_url: {self.stream.url}
+    api_key: {self.stream.api_key}
+    api_secret: {self.stream.api_secret}
+    dialogs:
+      - name: agent-42
+        user_id: agent-42
+      - name: agent-42-messaging
+        user_id: agent-42
+        channel_type: messaging
       - name: agent-7
         user_id: agent-7
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,16 +80,21 @@ class SeenRequest:
     path: str
     query_string: str
     headers: dict[str, str]
+    body: bytes = b""
+
+    def json(self) -> Any:
+        """The request body decoded as JSON."""
+        return json.loads(self.body)
 
     @classmethod
-    def of(cls, request: web.Request) -> SeenRequest:
+    def of(cls, request: web.Request, body: bytes = b"") -> SeenRequest:
         """The parts of an incoming request that tests assert on."""
-        return cls(request.method, request.path, request.query_string, dict(request.headers))
+        return cls(request.method, request.path, request.query_string, dict(request.headers), body)
 
 
 @dataclass
 class FakeProvider:
-    """Base of the four simulated providers: serving, request log, faults and latency."""
+    """Base of the simulated providers: serving, request log, faults and latency."""
 
     name: str = ""
     latency: float = 0.0
@@ -137,7 +143,8 @@ class FakeProvider:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         if self.record_requests:
-            self.requests.append(SeenRequest.of(request))
+            # aiohttp keeps the body for the handler to read again
+            self.requests.append(SeenRequest.of(request, await request.read()))
         if self.latency:
             await asyncio.sleep(self.latency)
         fault = self.fault
@@ -178,3 +185,30 @@ def json_response(
 ) -> web.Response:
     """A JSON answer with the given status."""
     return web.json_response(body, status=status, headers=headers)
+
+
+@dataclass
+class RateWindow:
+    """A fixed-window rate limit announced in ``X-RateLimit-*`` headers (Intercom, Stream).
+
+    The window starts with the first request rather than on a clock boundary, so a test that
+    makes a few requests sees exact remaining counts.
+    """
+
+    limit: int
+    seconds: float
+    _ends_at: float = 0.0
+    _used: int = 0
+
+    def take(self) -> tuple[bool, dict[str, str]]:
+        """Spend one request: whether it is allowed, and the headers to answer with."""
+        now = time.time()
+        if now >= self._ends_at:
+            self._ends_at, self._used = now + self.seconds, 0
+        self._used += 1
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(max(self.limit - self._used, 0)),
+            "X-RateLimit-Reset": str(int(self._ends_at)),
+        }
+        return self._used <= self.limit, headers
