@@ -42,6 +42,8 @@ DEMO_DIALOGS = frozenset(
         ("imkit", "demo-imkit", "work"),
         ("sendbird", "demo-sendbird", "agent-42"),
         ("sendbird", "demo-sendbird", "agent-7"),
+        ("matrix", "demo-matrix", "all"),
+        ("matrix", "demo-matrix", "support"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

@@ -135,6 +135,15 @@ accounts:
     dialogs:
       - name: all
 """
+MATRIX = """\
+accounts:
+  - name: mx
+    provider: matrix
+    base_url: https://matrix.example.org
+    access_token: mx-token
+    dialogs:
+      - name: all
+"""
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -393,6 +402,7 @@ SECRET_FIELDS = [
     ("imkit", IMKIT, "client_key"),
     ("imkit", IMKIT, "token"),
     ("sendbird", SENDBIRD, "api_token"),
+    ("matrix", MATRIX, "access_token"),
 ]
 
 
@@ -552,9 +562,9 @@ REFUSALS: list[tuple[str, str, str, str, int, str]] = [
      "accounts[0].name", "- name: my account", 1, "String should match pattern"),
     ("unknown-provider", SENDBIRD.replace("provider: sendbird", "provider: slack"),
      "accounts[0].provider", "provider: slack", 1,
-     "provider 'slack' is not known (known: crisp, imkit, quickblox, sendbird)"),
+     "provider 'slack' is not known (known: crisp, imkit, matrix, quickblox, sendbird)"),
     ("missing-provider", without(SENDBIRD, "provider:"), "accounts[0].provider",
-     "- name: sb", 1, "provider is missing (known: crisp, imkit, quickblox, sendbird)"),
+     "- name: sb", 1, "provider is missing (known: crisp, imkit, matrix, quickblox, sendbird)"),
     ("empty-accounts", "accounts: []\n", "accounts", "accounts:", 1,
      "must be a non-empty list of accounts"),
     ("accounts-null", "accounts:\n", "accounts", "accounts:", 1,

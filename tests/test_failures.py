@@ -20,10 +20,12 @@ from tests.conftest import (
     dialog_values,
     errors_of,
     get_metrics,
+    matrix_yaml,
     parse,
 )
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "matrix")
+MATRIX_ERRCODES = {401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND"}
 
 SB_KEYS = (
     "group_channel_unread_message_count",
@@ -44,6 +46,9 @@ def success_body_with(provider: str, bad: Any) -> Any:
         return {QB_DIALOGS[0]: bad, QB_DIALOGS[1]: bad, "total": bad}
     if provider == "imkit":
         return {"RC": 0, "RM": "OK", "result": {"badge": bad}}
+    if provider == "matrix":
+        counts = {"notification_count": bad, "highlight_count": bad}
+        return {"next_batch": "s1", "rooms": {"join": {"!a:x": {"unread_notifications": counts}}}}
     return dict.fromkeys(SB_KEYS, bad)
 
 
@@ -55,6 +60,14 @@ def error_body(provider: str, status: int) -> Any:
         return {"errors": ["Unauthorized"]} if status == 401 else {"errors": {"base": ["boom"]}}
     if provider == "imkit":
         return {"RC": status, "RM": "Error", "error": {"code": "X", "message": "boom"}}
+    if provider == "matrix":
+        if status == 429:
+            return {
+                "errcode": "M_LIMIT_EXCEEDED",
+                "error": "Too Many Requests",
+                "retry_after_ms": 500,
+            }
+        return {"errcode": MATRIX_ERRCODES.get(status, "M_UNKNOWN"), "error": "boom"}
     return {"message": "boom", "code": 500910 if status == 429 else 400999, "error": True}
 
 
@@ -84,6 +97,7 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "quickblox": sim.quickblox,
         "imkit": sim.imkit,
         "sendbird": sim.sendbird,
+        "matrix": sim.matrix,
     }[provider]
 
 
@@ -93,7 +107,7 @@ async def test_failure_stays_with_its_provider(
     sim: Simulator, scrape_client: ScrapeClient, provider: str, failure: str
 ) -> None:
     make_fault, reason = FAILURES[failure]
-    client = await scrape_client(config_yaml(sim))
+    client = await scrape_client(config_yaml(sim) + matrix_yaml(sim))
     fake(sim, provider).fault = make_fault(provider)
 
     started = time.monotonic()

@@ -234,7 +234,8 @@ def test_unread_messages_arrive_with_the_contract_labels(
         (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in series
     ]
     assert sorted(found) == sorted(DEMO_DIALOGS), "missing, extra or duplicated series"
-    assert {provider for provider, _a, _d in found} == {"crisp", "quickblox", "imkit", "sendbird"}
+    providers = {provider for provider, _a, _d in found}
+    assert providers == {"crisp", "quickblox", "imkit", "sendbird", "matrix"}
     for item in series:
         labels = item["metric"]
         assert set(labels) == SERIES_LABELS, labels

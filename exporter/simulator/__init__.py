@@ -1,6 +1,6 @@
 """Simulated providers for the demo, the tests and the benchmark.
 
-:class:`Simulator` runs all four fake APIs on loopback. ``populate_demo`` gives them a small
+:class:`Simulator` runs every fake API on loopback. ``populate_demo`` gives them a small
 support team's worth of chats, ``evolve`` makes messages arrive and get read, and
 ``demo_config_yaml`` is the matching exporter config (which goes through the normal config
 loader, so the demo exercises exactly what a real deployment does).
@@ -15,6 +15,7 @@ import time
 from exporter.simulator.base import FakeProvider, Fault, SeenRequest
 from exporter.simulator.crisp import CrispConversation, FakeCrisp
 from exporter.simulator.imkit import FakeIMKit, IMKitRoom
+from exporter.simulator.matrix import FakeMatrix, MatrixRoom
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
 
@@ -22,11 +23,13 @@ __all__ = [
     "CrispConversation",
     "FakeCrisp",
     "FakeIMKit",
+    "FakeMatrix",
     "FakeProvider",
     "FakeQuickBlox",
     "FakeSendbird",
     "Fault",
     "IMKitRoom",
+    "MatrixRoom",
     "SeenRequest",
     "SendbirdChannel",
     "Simulator",
@@ -41,21 +44,24 @@ DEMO_QB_DIALOGS = (
     "5d75327ba28f9a0f32cb0f99",
 )
 DEMO_IMKIT_TOKEN = "imkit-user-token"
+DEMO_MATRIX_TOKEN = "syt_ZGVtbw_matrix-demo-token"
+DEMO_MATRIX_ALIAS = "#support:example.org"
 
 
 class Simulator:
-    """The four simulated providers, started together on loopback."""
+    """The simulated providers, started together on loopback."""
 
     def __init__(self, seed: int = 42) -> None:
         self.crisp = FakeCrisp()
         self.quickblox = FakeQuickBlox()
         self.imkit = FakeIMKit()
         self.sendbird = FakeSendbird()
+        self.matrix = FakeMatrix()
         self._rng = random.Random(seed)
 
     @property
     def providers(self) -> tuple[FakeProvider, ...]:
-        return (self.crisp, self.quickblox, self.imkit, self.sendbird)
+        return (self.crisp, self.quickblox, self.imkit, self.sendbird, self.matrix)
 
     async def start(self) -> None:
         for provider in self.providers:
@@ -91,6 +97,12 @@ class Simulator:
         ]
         self.sendbird.channels["agent-7"] = [SendbirdChannel("support", unread=1, mentions=1)]
         self.sendbird.rate_limit_per_second = 100  # so the demo shows rate-limit headroom
+        self.matrix.aliases[DEMO_MATRIX_ALIAS] = "!support:example.org"
+        self.matrix.users[DEMO_MATRIX_TOKEN] = {
+            "!support:example.org": MatrixRoom(notifications=4, highlights=1),
+            "!sales:example.org": MatrixRoom(notifications=2),
+            "!random:example.org": MatrixRoom(),
+        }
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -100,6 +112,7 @@ class Simulator:
             counters += [(c, "unread_operator") for c in conversations.values()]
         counters += [(room, "unread") for rooms in self.imkit.rooms.values() for room in rooms]
         counters += [(c, "unread") for cs in self.sendbird.channels.values() for c in cs]
+        counters += [(r, "notifications") for rs in self.matrix.users.values() for r in rs.values()]
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -158,4 +171,12 @@ accounts:
         custom_types: [support]
       - name: agent-7
         user_id: agent-7
+  - name: demo-matrix
+    provider: matrix
+    base_url: {self.matrix.url}
+    access_token: {DEMO_MATRIX_TOKEN}
+    dialogs:
+      - name: all
+      - name: support
+        room: "{DEMO_MATRIX_ALIAS}"
 """
