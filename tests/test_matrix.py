@@ -164,6 +164,39 @@ async def test_answer_with_a_bad_count_is_not_applied(
     assert sinces[1] == sinces[2] != "s999"  # the refused answer's token was not taken
 
 
+async def test_counts_left_out_of_an_incremental_answer_keep_their_value(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    # Conduit's way: a room that appears (for someone's receipt) without counts that did not
+    # change, and one with only its highlight count.
+    join = {
+        MATRIX_ROOMS[0]: {"ephemeral": {"events": []}},
+        MATRIX_ROOMS[1]: {"unread_notifications": {"highlight_count": 1}},
+    }
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s77", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+
+    assert messages(samples) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+    assert dialog_values(samples, "chat_unread_mentions", "matrix") == {
+        "all": 3.0,
+        "support": 2.0,
+        "sales": 1.0,
+    }
+
+
+async def test_new_room_without_counts_is_a_bad_response(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    join = {"!new:example.org": {"unread_notifications": {"highlight_count": 0}}}
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s78", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+    assert errors_of(samples, "matrix", "bad_response") == 3.0
+
+
 async def test_unknown_alias_fails_only_its_dialog(
     sim: Simulator, scrape_client: ScrapeClient
 ) -> None:

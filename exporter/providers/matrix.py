@@ -103,6 +103,24 @@ def _section(rooms: Any, name: str) -> dict[str, Any]:
     return section
 
 
+def _room_counts(entry: Any, held: Counts | None) -> Counts:
+    """A joined room's counts; in an incremental answer a count left out keeps its value.
+
+    Synapse always sends both counts, but Conduit sends them only when they may have changed
+    since the token (a room can appear for another user's receipt without them). A room the
+    fetcher holds nothing for must come with both.
+    """
+    unread = entry.get("unread_notifications") if isinstance(entry, dict) else None
+    sent = set(unread) if isinstance(unread, dict) else set()
+    values = [
+        held[index]
+        if held is not None and name not in sent
+        else count(entry, "unread_notifications", name)
+        for index, name in enumerate(("notification_count", "highlight_count"))
+    ]
+    return values[0], values[1]
+
+
 class MatrixFetcher:
     """Holds the account's ``since`` token and the counts of its joined rooms between syncs."""
 
@@ -161,11 +179,9 @@ class MatrixFetcher:
             raise FetchError(Reason.BAD_RESPONSE, "rooms is not an object")
         # Everything is read before anything is kept: an answer with one bad count is not
         # applied at all, and its token is not taken, so the next sync asks again.
+        held = self._rooms if since is not None else {}
         joined = {
-            room_id: (
-                count(entry, "unread_notifications", "notification_count"),
-                count(entry, "unread_notifications", "highlight_count"),
-            )
+            room_id: _room_counts(entry, held.get(room_id))
             for room_id, entry in _section(rooms, "join").items()
         }
         if since is None:
