@@ -23,6 +23,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
             "IMKIT_CLIENT_KEY",
             "IMKIT_TOKEN",
             "SENDBIRD_API_TOKEN",
+            "MATRIX_TOKEN",
         )
     }
     config = parse_config(text, "config.example.yaml", environ=environ)
@@ -33,6 +34,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
         "quickblox",
         "imkit",
         "sendbird",
+        "matrix",
     ]
     crisp = config.accounts[0]
     assert crisp.secret_values() == ["crisp_identifier-value", "crisp_key-value"]
