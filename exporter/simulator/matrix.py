@@ -85,8 +85,9 @@ class FakeMatrix(FakeProvider):
         excluded = self._excluded_rooms(request.query.get("filter", "{}"))
         if isinstance(excluded, web.Response):
             return excluded
+        # A highlight is a notification with the highlight tweak: never more of them.
         current = {
-            room_id: (room.notifications, room.highlights)
+            room_id: (room.notifications, min(room.highlights, room.notifications))
             for room_id, room in rooms.items()
             if room_id not in excluded
         }
