@@ -97,6 +97,8 @@ def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
             return _epoch_or_delta(number, now)
     if isinstance(body, dict) and isinstance(body.get("retryAfter"), int | float):
         return now + float(body["retryAfter"])
+    if isinstance(body, dict) and isinstance(body.get("retry_after_ms"), int | float):
+        return now + float(body["retry_after_ms"]) / 1000.0  # Matrix M_LIMIT_EXCEEDED
     return now + DEFAULT_RATE_LIMIT_BACKOFF
 
 
@@ -107,8 +109,9 @@ def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
     credential that the provider echoed, which redaction would then no longer recognise.
 
     Crisp ``{"reason", "data": {"message"}}``, QuickBlox ``{"errors": [...]}`` or
-    ``{"errors": {"base": [...]}}``, IMKit ``{"RM", "error": {"code", "message"}}`` and
-    Sendbird ``{"code", "message"}`` are all recognised; anything else is summarised.
+    ``{"errors": {"base": [...]}}``, IMKit ``{"RM", "error": {"code", "message"}}``, Sendbird
+    ``{"code", "message"}`` and Matrix ``{"errcode", "error"}`` are all recognised; anything
+    else is summarised.
     """
     try:
         body = json.loads(raw)
@@ -128,7 +131,7 @@ def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
         parts.extend(str(error[k]) for k in ("code", "message") if k in error)
     elif isinstance(error, str):
         parts.append(error)
-    for key in ("reason", "code", "message", "RM"):
+    for key in ("reason", "code", "errcode", "message", "RM"):
         if key in body and not isinstance(body[key], dict | list):
             parts.append(str(body[key]))
     data = body.get("data")

@@ -20,6 +20,7 @@ from exporter.service import Exporter
 from exporter.simulator import (
     CrispConversation,
     IMKitRoom,
+    MatrixRoom,
     SendbirdChannel,
     Simulator,
 )
@@ -30,6 +31,9 @@ QB_USER = 123
 QB_DIALOGS = ("5d753421a28f9a2596cb0f98", "5d75393ba28f9a17e1cb0f9e")
 IMKIT_TOKEN = "imkit-user-token-0123"
 WAITING_MS = 1_700_000_000_000
+MATRIX_TOKEN = "syt_bWF0cml4_matrix-user-token"
+MATRIX_ROOMS = ("!support:example.org", "!sales:example.org", "!quiet:example.org")
+MATRIX_ALIAS = "#support:example.org"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ClientFactory = Callable[..., Awaitable[TestClient[web.Request, web.Application]]]
@@ -79,6 +83,10 @@ def populate(sim: Simulator) -> None:
         SendbirdChannel("sales", unread=3),
         SendbirdChannel("support", invited=True),
     ]
+    sim.matrix.users[MATRIX_TOKEN] = dict(
+        zip(MATRIX_ROOMS, (MatrixRoom(5, 2), MatrixRoom(3), MatrixRoom()), strict=True)
+    )
+    sim.matrix.aliases[MATRIX_ALIAS] = MATRIX_ROOMS[0]
 
 
 def assert_populated_values(samples: Samples) -> None:
@@ -173,6 +181,22 @@ accounts:
 """
 
 
+def matrix_yaml(sim: Simulator) -> str:
+    """A Matrix account over ``populate``'s rooms, to append to ``config_yaml``'s accounts."""
+    return f"""\
+  - name: team-matrix
+    provider: matrix
+    base_url: {sim.matrix.url}
+    access_token: {MATRIX_TOKEN}
+    dialogs:
+      - name: all
+      - name: support
+        room: "{MATRIX_ALIAS}"
+      - name: sales
+        room: "{MATRIX_ROOMS[1]}"
+"""
+
+
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     simulator = Simulator()
@@ -236,6 +260,7 @@ ACCOUNT_OF = {
     "quickblox": "qb-support",
     "imkit": "imkit-app",
     "sendbird": "sb-prod",
+    "matrix": "team-matrix",
 }
 
 

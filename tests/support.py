@@ -48,6 +48,8 @@ DEMO_DIALOGS = frozenset(
         ("stream", "demo-stream", "agent-42"),
         ("stream", "demo-stream", "agent-42-messaging"),
         ("stream", "demo-stream", "agent-7"),
+        ("matrix", "demo-matrix", "all"),
+        ("matrix", "demo-matrix", "support"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

@@ -153,6 +153,15 @@ accounts:
     dialogs:
       - name: inbox
 """
+MATRIX = """\
+accounts:
+  - name: mx
+    provider: matrix
+    base_url: https://matrix.example.org
+    access_token: mx-token
+    dialogs:
+      - name: all
+"""
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -413,6 +422,7 @@ SECRET_FIELDS = [
     ("sendbird", SENDBIRD, "api_token"),
     ("intercom", INTERCOM, "access_token"),
     ("stream", STREAM, "api_secret"),
+    ("matrix", MATRIX, "access_token"),
 ]
 
 
@@ -572,10 +582,11 @@ REFUSALS: list[tuple[str, str, str, str, int, str]] = [
      "accounts[0].name", "- name: my account", 1, "String should match pattern"),
     ("unknown-provider", SENDBIRD.replace("provider: sendbird", "provider: slack"),
      "accounts[0].provider", "provider: slack", 1,
-     "provider 'slack' is not known (known: crisp, imkit, intercom, quickblox, sendbird, stream)"),
+     "provider 'slack' is not known "
+     "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)"),
     ("missing-provider", without(SENDBIRD, "provider:"), "accounts[0].provider",
      "- name: sb", 1,
-     "provider is missing (known: crisp, imkit, intercom, quickblox, sendbird, stream)"),
+     "provider is missing (known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)"),
     ("empty-accounts", "accounts: []\n", "accounts", "accounts:", 1,
      "must be a non-empty list of accounts"),
     ("accounts-null", "accounts:\n", "accounts", "accounts:", 1,

@@ -26,6 +26,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
             "INTERCOM_TOKEN",
             "STREAM_KEY",
             "STREAM_SECRET",
+            "MATRIX_TOKEN",
         )
     }
     config = parse_config(text, "config.example.yaml", environ=environ)
@@ -38,6 +39,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
         "sendbird",
         "intercom",
         "stream",
+        "matrix",
     ]
     crisp = config.accounts[0]
     assert crisp.secret_values() == ["crisp_identifier-value", "crisp_key-value"]

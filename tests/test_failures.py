@@ -20,11 +20,12 @@ from tests.conftest import (
     dialog_values,
     errors_of,
     get_metrics,
+    matrix_yaml,
     parse,
 )
 from tests.reach import REACH_ACCOUNT_OF, populate_reach, reach_accounts
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream")
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream", "matrix")
 VALUE_METRICS = (
     "chat_unread_messages",
     "chat_unread_mentions",
@@ -34,6 +35,7 @@ VALUE_METRICS = (
 )
 # The series that shows a provider's dialogs are served (Intercom counts no messages)
 SERVED_METRIC = {"intercom": "chat_unread_conversations"}
+MATRIX_ERRCODES = {401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND"}
 
 SB_KEYS = (
     "group_channel_unread_message_count",
@@ -66,6 +68,9 @@ def success_body_with(provider: str, bad: Any) -> Any:
             ],
         }
         return {"counts_by_user": {"agent-42": counts, "agent-7": counts}}
+    if provider == "matrix":
+        counts = {"notification_count": bad, "highlight_count": bad}
+        return {"next_batch": "s1", "rooms": {"join": {"!a:x": {"unread_notifications": counts}}}}
     return dict.fromkeys(SB_KEYS, bad)
 
 
@@ -83,6 +88,14 @@ def error_body(provider: str, status: int) -> Any:
     if provider == "stream":
         stream_code = {429: 9, 401: 5, 403: 17, 404: 16}.get(status, 4 if status < 500 else -1)
         return {"code": stream_code, "message": "boom", "StatusCode": status, "duration": "0.1ms"}
+    if provider == "matrix":
+        if status == 429:
+            return {
+                "errcode": "M_LIMIT_EXCEEDED",
+                "error": "Too Many Requests",
+                "retry_after_ms": 500,
+            }
+        return {"errcode": MATRIX_ERRCODES.get(status, "M_UNKNOWN"), "error": "boom"}
     return {"message": "boom", "code": 500910 if status == 429 else 400999, "error": True}
 
 
@@ -114,6 +127,7 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "sendbird": sim.sendbird,
         "intercom": sim.intercom,
         "stream": sim.stream,
+        "matrix": sim.matrix,
     }[provider]
 
 
@@ -124,7 +138,7 @@ async def test_failure_stays_with_its_provider(
 ) -> None:
     make_fault, reason = FAILURES[failure]
     populate_reach(sim)
-    client = await scrape_client(config_yaml(sim) + reach_accounts(sim))
+    client = await scrape_client(config_yaml(sim) + reach_accounts(sim) + matrix_yaml(sim))
     fake(sim, provider).fault = make_fault(provider)
 
     started = time.monotonic()

@@ -243,6 +243,7 @@ def test_unread_messages_arrive_with_the_contract_labels(
         "sendbird",
         "intercom",
         "stream",
+        "matrix",
     }
     for item in series:
         labels = item["metric"]

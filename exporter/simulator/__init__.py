@@ -16,6 +16,7 @@ from exporter.simulator.base import FakeProvider, Fault, RateWindow, SeenRequest
 from exporter.simulator.crisp import CrispConversation, FakeCrisp
 from exporter.simulator.imkit import FakeIMKit, IMKitRoom
 from exporter.simulator.intercom import FakeIntercom, IntercomConversation
+from exporter.simulator.matrix import FakeMatrix, MatrixRoom
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
 from exporter.simulator.stream import FakeStream, StreamChannel
@@ -25,6 +26,7 @@ __all__ = [
     "FakeCrisp",
     "FakeIMKit",
     "FakeIntercom",
+    "FakeMatrix",
     "FakeProvider",
     "FakeQuickBlox",
     "FakeSendbird",
@@ -32,6 +34,7 @@ __all__ = [
     "Fault",
     "IMKitRoom",
     "IntercomConversation",
+    "MatrixRoom",
     "SeenRequest",
     "SendbirdChannel",
     "Simulator",
@@ -49,6 +52,8 @@ DEMO_QB_DIALOGS = (
 DEMO_IMKIT_TOKEN = "imkit-user-token"
 DEMO_INTERCOM_TEAM = "5017691"
 DEMO_INTERCOM_ADMIN = 991267
+DEMO_MATRIX_TOKEN = "syt_ZGVtbw_matrix-demo-token"
+DEMO_MATRIX_ALIAS = "#support:example.org"
 
 
 class Simulator:
@@ -61,11 +66,20 @@ class Simulator:
         self.sendbird = FakeSendbird()
         self.intercom = FakeIntercom()
         self.stream = FakeStream()
+        self.matrix = FakeMatrix()
         self._rng = random.Random(seed)
 
     @property
     def providers(self) -> tuple[FakeProvider, ...]:
-        return (self.crisp, self.quickblox, self.imkit, self.sendbird, self.intercom, self.stream)
+        return (
+            self.crisp,
+            self.quickblox,
+            self.imkit,
+            self.sendbird,
+            self.intercom,
+            self.stream,
+            self.matrix,
+        )
 
     async def start(self) -> None:
         for provider in self.providers:
@@ -121,6 +135,12 @@ class Simulator:
             "agent-7": [StreamChannel("messaging", "support-3", unread=2)],
         }
         self.stream.rate_limit = RateWindow(limit=1000, seconds=60)
+        self.matrix.aliases[DEMO_MATRIX_ALIAS] = "!support:example.org"
+        self.matrix.users[DEMO_MATRIX_TOKEN] = {
+            "!support:example.org": MatrixRoom(notifications=4, highlights=1),
+            "!sales:example.org": MatrixRoom(notifications=2),
+            "!random:example.org": MatrixRoom(),
+        }
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -136,6 +156,7 @@ class Simulator:
             conversation = self.intercom.conversations[conversation_id]
             answered = conversation.waiting_since is None
             conversation.waiting_since = int(time.time()) if answered else None
+        counters += [(r, "notifications") for rs in self.matrix.users.values() for r in rs.values()]
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -217,4 +238,12 @@ accounts:
         channel_type: messaging
       - name: agent-7
         user_id: agent-7
+  - name: demo-matrix
+    provider: matrix
+    base_url: {self.matrix.url}
+    access_token: {DEMO_MATRIX_TOKEN}
+    dialogs:
+      - name: all
+      - name: support
+        room: "{DEMO_MATRIX_ALIAS}"
 """

@@ -1,0 +1,150 @@
+"""Simulated Matrix homeserver: ``/sync`` with since tokens and ``/directory/room/{alias}``.
+
+Answers in Synapse's wire format: ``rooms.join.{room_id}.unread_notifications``,
+``rooms.leave``, ``next_batch``, the ``{"errcode", "error"}`` envelope (``M_UNRECOGNIZED`` for an
+unknown route, ``M_LIMIT_EXCEEDED`` with ``retry_after_ms``). An incremental sync lists only the
+rooms whose counts changed since the token was issued, as a homeserver does, so a client that
+forgot the other rooms' counts would be caught.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from exporter.simulator.base import FakeProvider, json_response
+
+Snapshot = dict[str, tuple[int, int]]
+MAX_TOKENS = 1000  # issued since tokens remembered; older ones are refused like garbage
+
+
+@dataclass
+class MatrixRoom:
+    notifications: int = 0
+    highlights: int = 0
+
+
+def _error(status: int, errcode: str, message: str, **extra: object) -> web.Response:
+    return json_response({"errcode": errcode, "error": message, **extra}, status=status)
+
+
+@dataclass
+class FakeMatrix(FakeProvider):
+    name: str = "matrix"
+    server_name: str = "example.org"
+    # access token -> that user's joined rooms by room id
+    users: dict[str, dict[str, MatrixRoom]] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # "#alias:server" -> room id
+    rate_limit_per_second: int | None = None
+    _tokens: OrderedDict[str, tuple[str, Snapshot]] = field(default_factory=OrderedDict)
+    _next_token: int = 0
+    _window: tuple[int, int] = (0, 0)  # (second, requests in it)
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/_matrix/client/v3/sync", self.sync)
+        app.router.add_get("/_matrix/client/v3/directory/room/{alias}", self.directory)
+        app.router.add_route("*", "/{tail:.*}", self.unrecognized)
+
+    def forget_tokens(self) -> None:
+        """Refuse every since token issued so far (as after a homeserver's database reset)."""
+        self._tokens.clear()
+
+    def _throttled(self) -> web.Response | None:
+        if self.rate_limit_per_second is None:
+            return None
+        second = int(time.time())
+        used = self._window[1] + 1 if self._window[0] == second else 1
+        self._window = (second, used)
+        if used <= self.rate_limit_per_second:
+            return None
+        return _error(429, "M_LIMIT_EXCEEDED", "Too Many Requests", retry_after_ms=2000)
+
+    def _user(self, request: web.Request) -> tuple[str, dict[str, MatrixRoom]] | web.Response:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return _error(401, "M_MISSING_TOKEN", "Missing access token.")
+        token = header.removeprefix("Bearer ")
+        rooms = self.users.get(token)
+        if rooms is None:
+            return _error(401, "M_UNKNOWN_TOKEN", "Invalid access token passed.")
+        return token, rooms
+
+    async def sync(self, request: web.Request) -> web.Response:
+        if (throttled := self._throttled()) is not None:
+            return throttled
+        user = self._user(request)
+        if isinstance(user, web.Response):
+            return user
+        token, rooms = user
+        if not request.query.get("timeout", "0").isdigit():
+            return _error(400, "M_INVALID_PARAM", "Query parameter 'timeout' must be an integer")
+        excluded = self._excluded_rooms(request.query.get("filter", "{}"))
+        if isinstance(excluded, web.Response):
+            return excluded
+        # A highlight is a notification with the highlight tweak: never more of them.
+        current = {
+            room_id: (room.notifications, min(room.highlights, room.notifications))
+            for room_id, room in rooms.items()
+            if room_id not in excluded
+        }
+        since = request.query.get("since")
+        if since is None:
+            changed, left = current, set[str]()
+        else:
+            issued = self._tokens.get(since)
+            if issued is None or issued[0] != token:
+                return _error(400, "M_UNKNOWN", "Invalid stream token")
+            seen = issued[1]
+            changed = {r: c for r, c in current.items() if seen.get(r) != c}
+            left = seen.keys() - current.keys()
+        next_batch = self._issue(token, current)
+        join = {
+            room_id: {
+                "timeline": {"events": [], "limited": False},
+                "state": {"events": []},
+                "ephemeral": {"events": []},
+                "account_data": {"events": []},
+                "unread_notifications": {"notification_count": n, "highlight_count": h},
+                "summary": {},
+            }
+            for room_id, (n, h) in changed.items()
+        }
+        leave: dict[str, object] = {
+            room_id: {"timeline": {"events": []}, "state": {"events": []}} for room_id in left
+        }
+        rooms_body = {"join": join, "invite": {}, "leave": leave, "knock": {}}
+        return json_response({"next_batch": next_batch, "rooms": rooms_body})
+
+    @staticmethod
+    def _excluded_rooms(text: str) -> set[str] | web.Response:
+        """The filter's ``room.not_rooms`` (the rest only shapes what the simulator omits)."""
+        try:
+            sync_filter = json.loads(text)
+        except ValueError:
+            return _error(400, "M_NOT_JSON", "Invalid filter JSON")
+        room = sync_filter.get("room", {}) if isinstance(sync_filter, dict) else None
+        if not isinstance(room, dict):
+            return _error(400, "M_BAD_JSON", "Invalid filter")
+        return set(room.get("not_rooms", []))
+
+    def _issue(self, token: str, snapshot: Snapshot) -> str:
+        self._next_token += 1
+        next_batch = f"s{self._next_token}_0_0"
+        self._tokens[next_batch] = (token, snapshot)
+        while len(self._tokens) > MAX_TOKENS:
+            self._tokens.popitem(last=False)
+        return next_batch
+
+    async def directory(self, request: web.Request) -> web.Response:
+        alias = request.match_info["alias"]
+        room_id = self.aliases.get(alias)
+        if room_id is None:
+            return _error(404, "M_NOT_FOUND", f"Room alias {alias} not found")
+        return json_response({"room_id": room_id, "servers": [self.server_name]})
+
+    async def unrecognized(self, request: web.Request) -> web.Response:
+        return _error(404, "M_UNRECOGNIZED", "Unrecognized request")

@@ -1,0 +1,277 @@
+"""The Matrix provider against the simulated homeserver: requests, incremental sync, failures.
+
+tests/test_matrix_synapse.py checks the same values against a real Synapse; here the simulator
+lets each case be set up exactly (a refused since token, a bad count, a 429 without headers).
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+import aiohttp
+import pytest
+
+from exporter.config import ConfigError, parse_config
+from exporter.simulator import Fault, MatrixRoom, SeenRequest, Simulator
+from tests.conftest import (
+    MATRIX_ALIAS,
+    MATRIX_ROOMS,
+    MATRIX_TOKEN,
+    FakeClock,
+    Samples,
+    ScrapeClient,
+    dialog_values,
+    errors_of,
+    get_metrics,
+    matrix_yaml,
+    value,
+)
+
+SYNC = "/_matrix/client/v3/sync"
+
+
+def config(sim: Simulator) -> str:
+    return "accounts:\n" + matrix_yaml(sim)
+
+
+def query(request: SeenRequest) -> dict[str, str]:
+    return {key: values[0] for key, values in parse_qs(request.query_string).items()}
+
+
+def messages(samples: Samples) -> dict[str, float]:
+    return dialog_values(samples, "chat_unread_messages", "matrix")
+
+
+async def test_values_from_one_sync_and_one_alias_lookup(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    samples = await get_metrics(client)
+
+    assert messages(samples) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+    assert dialog_values(samples, "chat_unread_mentions", "matrix") == {
+        "all": 2.0,
+        "support": 2.0,
+        "sales": 0.0,
+    }
+    assert dialog_values(samples, "chat_unread_conversations", "matrix") == {"all": 2.0}
+    assert [r.path for r in sim.matrix.requests] == [
+        SYNC,
+        "/_matrix/client/v3/directory/room/#support:example.org",
+    ]
+    for request in sim.matrix.requests:
+        assert request.headers["Authorization"] == f"Bearer {MATRIX_TOKEN}"
+
+
+async def test_sync_asks_for_counts_only_without_waiting_or_presence(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+
+    params = query(sim.matrix.calls(SYNC)[0])
+    assert params.keys() == {"timeout", "set_presence", "filter"}  # a full sync: no since
+    assert params["timeout"] == "0"
+    assert params["set_presence"] == "offline"
+    sync_filter = json.loads(params["filter"])
+    assert sync_filter["event_fields"] == ["type"]
+    assert sync_filter["presence"] == {"not_types": ["*"]}
+    assert sync_filter["account_data"] == {"not_types": ["*"]}
+    room = sync_filter["room"]
+    assert room["timeline"] == {"limit": 1}
+    assert room["state"] == {"not_types": ["*"]}
+    assert room["ephemeral"] == {"types": ["m.receipt"]}
+    assert room["account_data"] == {"not_types": ["*"]}
+    [nonce] = room["not_rooms"]
+    assert nonce.startswith("!")
+    assert nonce.endswith(":chat-unread-exporter.invalid")
+
+
+async def test_later_syncs_are_incremental_and_never_repeat_a_request(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    rooms[MATRIX_ROOMS[1]].notifications = 7  # only this room changes
+    second = await get_metrics(client)
+    rooms[MATRIX_ROOMS[1]].notifications = 0  # e.g. a read receipt
+    third = await get_metrics(client)
+
+    # The simulator answers only the changed room; the others keep their counts.
+    assert messages(second) == {"all": 12.0, "support": 5.0, "sales": 7.0}
+    assert messages(third) == {"all": 5.0, "support": 5.0, "sales": 0.0}
+    assert dialog_values(third, "chat_unread_conversations", "matrix") == {"all": 1.0}
+    syncs = [query(r) for r in sim.matrix.calls(SYNC)]
+    assert len(syncs) == 3
+    assert len(sim.matrix.calls("/directory/")) == 1  # the alias is looked up once
+    assert "since" not in syncs[0]
+    assert syncs[1]["since"] != syncs[2]["since"]
+    assert len({s["filter"] for s in syncs}) == 3  # no request repeats an earlier cache key
+
+
+async def test_left_room_drops_out(sim: Simulator, scrape_client: ScrapeClient) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    del sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[1]]
+    samples = await get_metrics(client)
+
+    assert messages(samples) == {"all": 5.0, "support": 5.0}
+    assert dialog_values(samples, "chat_unread_up", "matrix") == {
+        "all": 1.0,
+        "support": 1.0,
+        "sales": 0.0,
+    }
+    assert errors_of(samples, "matrix", "not_found") == 1.0
+
+
+async def test_refused_since_token_falls_back_to_a_full_sync(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    sim.matrix.forget_tokens()
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[0]] = MatrixRoom(1, 1)
+    samples = await get_metrics(client)
+
+    assert messages(samples) == {"all": 4.0, "support": 1.0, "sales": 3.0}
+    assert set(dialog_values(samples, "chat_unread_up", "matrix").values()) == {1.0}
+    syncs = [query(r) for r in sim.matrix.calls(SYNC)]
+    assert ["since" in s for s in syncs] == [False, True, False]
+    assert errors_of(samples, "matrix", "http_4xx") == 0.0  # recovered within the refresh
+
+
+async def test_answer_with_a_bad_count_is_not_applied(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    first_since = query(sim.matrix.calls(SYNC)[0])  # the full sync has none
+    assert "since" not in first_since
+    bad = {"notification_count": "3", "highlight_count": 0}
+    sim.matrix.fault = Fault.answer(
+        200,
+        {"next_batch": "s999", "rooms": {"join": {MATRIX_ROOMS[0]: {"unread_notifications": bad}}}},
+    )
+    failed = await get_metrics(client)
+    sim.matrix.fault = None
+    recovered = await get_metrics(client)
+
+    assert set(dialog_values(failed, "chat_unread_up", "matrix").values()) == {0.0}
+    assert messages(recovered) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+    sinces = [query(r).get("since") for r in sim.matrix.calls(SYNC)]
+    assert sinces[1] == sinces[2] != "s999"  # the refused answer's token was not taken
+
+
+async def test_counts_left_out_of_an_incremental_answer_keep_their_value(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    # Conduit's way: a room that appears (for someone's receipt) without counts that did not
+    # change, and one with only its highlight count.
+    join = {
+        MATRIX_ROOMS[0]: {"ephemeral": {"events": []}},
+        MATRIX_ROOMS[1]: {"unread_notifications": {"highlight_count": 1}},
+    }
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s77", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+
+    assert messages(samples) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+    assert dialog_values(samples, "chat_unread_mentions", "matrix") == {
+        "all": 3.0,
+        "support": 2.0,
+        "sales": 1.0,
+    }
+
+
+async def test_new_room_without_counts_is_a_bad_response(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    join = {"!new:example.org": {"unread_notifications": {"highlight_count": 0}}}
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s78", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+    assert errors_of(samples, "matrix", "bad_response") == 3.0
+
+
+async def test_unknown_alias_fails_only_its_dialog(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    del sim.matrix.aliases[MATRIX_ALIAS]
+    client = await scrape_client(config(sim))
+    samples = await get_metrics(client)
+
+    assert dialog_values(samples, "chat_unread_up", "matrix") == {
+        "all": 1.0,
+        "support": 0.0,
+        "sales": 1.0,
+    }
+    assert errors_of(samples, "matrix", "not_found") == 1.0
+
+
+async def test_unknown_token_is_auth(sim: Simulator, scrape_client: ScrapeClient) -> None:
+    client = await scrape_client(config(sim).replace(MATRIX_TOKEN, "syt_wrong"))
+    samples = await get_metrics(client)
+    assert errors_of(samples, "matrix", "auth") == 3.0
+    assert messages(samples) == {}
+
+
+async def test_limit_exceeded_backs_off_for_retry_after_ms(
+    sim: Simulator, scrape_client: ScrapeClient, clock: FakeClock
+) -> None:
+    client = await scrape_client(config(sim))
+    sim.matrix.fault = Fault.answer(
+        429, {"errcode": "M_LIMIT_EXCEEDED", "error": "Too Many Requests", "retry_after_ms": 4500}
+    )
+    first = await get_metrics(client)
+    assert errors_of(first, "matrix", "rate_limited") == 3.0
+    reset = value(
+        first,
+        "chat_unread_rate_limit_reset_timestamp_seconds",
+        provider="matrix",
+        account="team-matrix",
+    )
+    assert reset == clock.now + 4.5
+    sim.matrix.fault = None
+    calls = len(sim.matrix.requests)
+
+    clock.advance(4)
+    await get_metrics(client)
+    assert len(sim.matrix.requests) == calls  # still holding off
+    clock.advance(1)
+    last = await get_metrics(client)
+    assert messages(last) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+
+
+async def test_simulator_answers_unknown_routes_like_synapse(sim: Simulator) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(sim.matrix.url + "/_matrix/client/v3/nothing") as response,
+    ):
+        assert response.status == 404
+        assert await response.json() == {
+            "errcode": "M_UNRECOGNIZED",
+            "error": "Unrecognized request",
+        }
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "problem"),
+    [
+        ("    base_url: {url}\n", "", "accounts[0].base_url: required field is missing"),
+        (f'room: "{MATRIX_ALIAS}"', "room: support", "accounts[0].dialogs[1].room: String should"),
+        (f'room: "{MATRIX_ALIAS}"', 'room: "#support"', "accounts[0].dialogs[1].room: String"),
+    ],
+)
+def test_config_refuses_missing_homeserver_and_bad_rooms(
+    sim: Simulator, replace: str, by: str, problem: str
+) -> None:
+    text = config(sim).replace(replace.format(url=sim.matrix.url), by)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "matrix.yaml")
+    [reported] = caught.value.problems
+    assert reported.startswith("matrix.yaml:")
+    assert problem in reported

@@ -1,0 +1,417 @@
+"""End to end against a real Synapse: the exporter's Matrix values equal Synapse's own /sync.
+
+Starts Synapse (``matrix-synapse`` from tests/synapse/requirements.lock, installed into
+``.venv-synapse`` by .ci/run) on loopback with SQLite, a client listener only (no federation),
+no key servers, presence off and rate limits lifted. Users are registered through the
+shared-secret admin API; rooms are created, messages sent and read receipts posted through the
+client API. The exporter is scraped over HTTP from its app; the oracle is what Synapse answers
+the same user on a plain full sync from a new login (a new device, so that Synapse's sync
+response cache cannot answer it with an older result).
+
+Skips when ``.venv-synapse`` is missing, unless ``CHAT_UNREAD_REQUIRE_SYNAPSE=1`` (.ci/run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from collections.abc import Awaitable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+
+from tests.conftest import Samples, ScrapeClient, dialog_values, get_metrics, value
+from tests.support import ROOT, Server, free_port, start_server, wait_ready
+
+SYNAPSE_PYTHON = ROOT / ".venv-synapse" / "bin" / "python"
+REQUIRE_SYNAPSE = os.environ.get("CHAT_UNREAD_REQUIRE_SYNAPSE") == "1"
+"""Set in CI: a missing Synapse fails the tests instead of skipping them."""
+SERVER_NAME = "test.local"
+SHARED_SECRET = secrets.token_hex(16)
+PASSWORD = "correct-horse-battery-staple"
+STARTUP_TIMEOUT = 60.0
+# SQLite syncs every commit to disk; a memory-backed folder makes creating rooms several times
+# faster where there is one (Synapse persists each room's events in its own commits).
+FAST_DIR = Path("/dev/shm")
+CLIENT = "/_matrix/client/v3"
+ACCOUNT = "synapse-user"
+LIFTED = {"per_second": 10000, "burst_count": 10000}
+
+Counts = dict[str, tuple[int, int]]  # room id -> (notification_count, highlight_count)
+
+
+def synapse_config(directory: Path, port: int) -> Path:
+    """A homeserver that talks to nothing but the test, on loopback."""
+    seed = secrets.token_bytes(32)
+    key = "ed25519 a_test " + base64.b64encode(seed).decode().rstrip("=")
+    (directory / "signing.key").write_text(key + "\n")
+    (directory / "log.yaml").write_text(
+        "version: 1\n"
+        "formatters: {plain: {format: '%(asctime)s %(levelname)s %(name)s %(message)s'}}\n"
+        "handlers: {console: {class: logging.StreamHandler, formatter: plain}}\n"
+        "root: {level: WARNING, handlers: [console]}\n"
+        "disable_existing_loggers: false\n"
+    )
+    config = {
+        "server_name": SERVER_NAME,
+        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "pid_file": str(directory / "homeserver.pid"),
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
+        "database": {"name": "sqlite3", "args": {"database": str(directory / "homeserver.db")}},
+        "log_config": str(directory / "log.yaml"),
+        "media_store_path": str(directory / "media"),
+        "signing_key_path": str(directory / "signing.key"),
+        "registration_shared_secret": SHARED_SECRET,
+        "report_stats": False,
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "federation_domain_whitelist": [],
+        "presence": {"enabled": False},
+        "user_directory": {"enabled": False},
+        "enable_metrics": False,
+        "bcrypt_rounds": 4,
+        "rc_message": LIFTED,
+        "rc_registration": LIFTED,
+        "rc_room_creation": LIFTED,
+        "rc_login": {"address": LIFTED, "account": LIFTED, "failed_attempts": LIFTED},
+        "rc_joins": {"local": LIFTED, "remote": LIFTED},
+        "rc_joins_per_room": LIFTED,
+        "rc_invites": {"per_room": LIFTED, "per_user": LIFTED, "per_issuer": LIFTED},
+    }
+    path = directory / "homeserver.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+@pytest.fixture(scope="module")
+def synapse() -> Iterator[Server]:
+    if not SYNAPSE_PYTHON.exists():
+        message = (
+            "Synapse not installed: python3 -m venv .venv-synapse && "
+            ".venv-synapse/bin/pip install -r tests/synapse/requirements.lock"
+        )
+        if REQUIRE_SYNAPSE:
+            pytest.fail(f"{message} (CHAT_UNREAD_REQUIRE_SYNAPSE=1 requires it)")
+        pytest.skip(message)
+    base = FAST_DIR if FAST_DIR.is_dir() and os.access(FAST_DIR, os.W_OK) else None
+    directory = Path(tempfile.mkdtemp(prefix="chat-unread-synapse-", dir=base))
+    try:
+        port = free_port()
+        command = [str(SYNAPSE_PYTHON), "-m", "synapse.app.homeserver", "-c"]
+        server = start_server(
+            "synapse",
+            [*command, str(synapse_config(directory, port))],
+            port,
+            directory,
+            cwd=directory,
+        )
+        try:
+            wait_ready(server, "/health", STARTUP_TIMEOUT)
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class User:
+    user_id: str
+    token: str
+
+    @property
+    def localpart(self) -> str:
+        return self.user_id[1:].split(":", 1)[0]
+
+
+class Homeserver:
+    """The test's own client of the Synapse under test (plain client and admin API calls)."""
+
+    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
+        self._session = session
+        self.url = url
+
+    async def call(self, method: str, path: str, user: User | None = None, body: Any = None) -> Any:
+        headers = {"Authorization": f"Bearer {user.token}"} if user else {}
+        async with self._session.request(
+            method, self.url + path, json=body, headers=headers
+        ) as response:
+            answer = await response.json()
+            assert response.status == 200, f"{method} {path} -> {response.status}: {answer}"
+            return answer
+
+    async def register(self, prefix: str) -> User:
+        """A new user, through the shared-secret registration admin API (HMAC-SHA1)."""
+        localpart = f"{prefix}-{secrets.token_hex(3)}"
+        nonce = (await self.call("GET", "/_synapse/admin/v1/register"))["nonce"]
+        message = b"\x00".join(part.encode() for part in (nonce, localpart, PASSWORD, "notadmin"))
+        mac = hmac.new(SHARED_SECRET.encode(), message, hashlib.sha1).hexdigest()
+        body = {"nonce": nonce, "username": localpart, "password": PASSWORD, "mac": mac}
+        answer = await self.call("POST", "/_synapse/admin/v1/register", body=body)
+        return User(answer["user_id"], answer["access_token"])
+
+    async def create_room(self, creator: User, alias: str | None = None) -> str:
+        body: dict[str, Any] = {"preset": "public_chat"}
+        if alias is not None:
+            body["room_alias_name"] = alias
+        return str((await self.call("POST", f"{CLIENT}/createRoom", creator, body))["room_id"])
+
+    async def join(self, user: User, room: str) -> None:
+        await self.call("POST", f"{CLIENT}/join/{quote(room)}", user, {})
+
+    async def leave(self, user: User, room: str) -> None:
+        await self.call("POST", f"{CLIENT}/rooms/{quote(room)}/leave", user, {})
+
+    async def send(self, sender: User, room: str, mention: User | None = None) -> str:
+        """A text message; one that mentions a user highlights for them (m.mentions)."""
+        content: dict[str, Any] = {"msgtype": "m.text", "body": "a customer writes"}
+        if mention is not None:
+            content["body"] = f"{mention.localpart}: please look"
+            content["m.mentions"] = {"user_ids": [mention.user_id]}
+        path = f"{CLIENT}/rooms/{quote(room)}/send/m.room.message/{secrets.token_hex(8)}"
+        return str((await self.call("PUT", path, sender, content))["event_id"])
+
+    async def receipt(self, user: User, room: str, event_id: str) -> None:
+        path = f"{CLIENT}/rooms/{quote(room)}/receipt/m.read/{quote(event_id)}"
+        await self.call("POST", path, user, {})
+
+    async def counts(self, user: User) -> Counts:
+        """Synapse's own counts for ``user``: a plain full sync from a new login (device)."""
+        login = {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user.localpart},
+            "password": PASSWORD,
+        }
+        device = await self.call("POST", f"{CLIENT}/login", body=login)
+        fresh = User(user.user_id, device["access_token"])
+        return unread_counts(await self.call("GET", f"{CLIENT}/sync?timeout=0", fresh))
+
+
+def unread_counts(sync: Any) -> Counts:
+    return {
+        room_id: (
+            room["unread_notifications"]["notification_count"],
+            room["unread_notifications"]["highlight_count"],
+        )
+        for room_id, room in sync["rooms"]["join"].items()
+    }
+
+
+async def gather_limited(calls: Iterable[Awaitable[Any]], limit: int = 2) -> list[Any]:
+    """Run the calls two at a time: one waits on the network while Synapse works on the
+    other (more only contend for Synapse's one process; measured)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def bounded(call: Awaitable[Any]) -> Any:
+        async with semaphore:
+            return await call
+
+    return list(await asyncio.gather(*(bounded(call) for call in calls)))
+
+
+@pytest.fixture
+async def homeserver(synapse: Server) -> Any:
+    async with aiohttp.ClientSession() as session:
+        yield Homeserver(session, synapse.url)
+
+
+def exporter_config(url: str, user: User, dialogs: dict[str, str | None]) -> str:
+    """One Matrix account; ``dialogs`` maps each dialog name to its room (None: all rooms)."""
+    lines = [
+        "accounts:",
+        f"  - name: {ACCOUNT}",
+        "    provider: matrix",
+        f"    base_url: {url}",
+        f"    access_token: {user.token}",
+        "    timeout: 30s",
+        "    dialogs:",
+    ]
+    for name, room in dialogs.items():
+        lines.append(f"      - name: {name}")
+        if room is not None:
+            lines.append(f'        room: "{room}"')
+    return "\n".join(lines) + "\n"
+
+
+def expected(oracle: Counts, dialogs: dict[str, str | None], aliases: dict[str, str]) -> Samples:
+    """The series the exporter must serve when Synapse reports ``oracle``."""
+    want: Samples = {}
+    for name, room in dialogs.items():
+        labels = frozenset({"provider": "matrix", "account": ACCOUNT, "dialog": name}.items())
+        if room is None:
+            messages = sum(n for n, _ in oracle.values())
+            mentions = sum(h for _, h in oracle.values())
+        else:
+            messages, mentions = oracle[aliases.get(room, room)]
+        want[("chat_unread_messages", labels)] = float(messages)
+        want[("chat_unread_mentions", labels)] = float(mentions)
+    return want
+
+
+def served(samples: Samples) -> Samples:
+    return {
+        key: number
+        for key, number in samples.items()
+        if key[0] in ("chat_unread_messages", "chat_unread_mentions")
+    }
+
+
+def upstream_requests(samples: Samples) -> float:
+    labels = {"provider": "matrix", "account": ACCOUNT, "status_class": "2xx"}
+    return value(samples, "chat_unread_upstream_requests_total", **labels) or 0.0
+
+
+async def test_values_equal_synapse_through_receipts_mentions_restart_and_leave(
+    homeserver: Homeserver, scrape_client: ScrapeClient
+) -> None:
+    watched, sender = await asyncio.gather(
+        homeserver.register("agent"), homeserver.register("customer")
+    )
+    alias_name = f"support-{secrets.token_hex(3)}"
+    alias = f"#{alias_name}:{SERVER_NAME}"
+    support, sales, quiet = await asyncio.gather(
+        homeserver.create_room(watched, alias_name),
+        homeserver.create_room(watched),
+        homeserver.create_room(watched),
+    )
+    await asyncio.gather(*(homeserver.join(sender, room) for room in (support, sales, quiet)))
+    for _ in range(3):
+        last_support = await homeserver.send(sender, support)
+    await homeserver.send(sender, sales)
+    await homeserver.send(sender, sales, mention=watched)
+    dialogs = {"all": None, "support": alias, "sales": sales, "quiet": quiet}
+    aliases = {alias: support}
+    config = exporter_config(homeserver.url, watched, dialogs)
+
+    client = await scrape_client(config)
+    first = await get_metrics(client)
+    oracle = await homeserver.counts(watched)
+    assert oracle == {support: (3, 0), sales: (2, 1), quiet: (0, 0)}
+    assert served(first) == expected(oracle, dialogs, aliases)
+    assert dialog_values(first, "chat_unread_conversations", "matrix") == {"all": 2.0}
+    assert upstream_requests(first) == 2.0  # one full sync, one alias lookup
+
+    # A read receipt lowers a count to 0: the incremental sync must carry that room.
+    await homeserver.receipt(watched, support, last_support)
+    after_receipt = await get_metrics(client)
+    oracle = await homeserver.counts(watched)
+    assert oracle[support] == (0, 0)
+    assert served(after_receipt) == expected(oracle, dialogs, aliases)
+
+    # A mention in a room that had nothing: a highlight.
+    await homeserver.send(sender, quiet, mention=watched)
+    after_mention = await get_metrics(client)
+    oracle = await homeserver.counts(watched)
+    assert oracle[quiet] == (1, 1)
+    assert served(after_mention) == expected(oracle, dialogs, aliases)
+    assert upstream_requests(after_mention) == 4.0  # one incremental sync per scrape
+
+    # A new exporter (as after a restart) starts with a full sync, within Synapse's response
+    # cache time of the first exporter's full sync: it must see today's counts, not that answer.
+    await homeserver.send(sender, sales)
+    restarted = await scrape_client(config)
+    after_restart = await get_metrics(restarted)
+    oracle = await homeserver.counts(watched)
+    assert oracle == {support: (0, 0), sales: (3, 1), quiet: (1, 1)}
+    assert served(after_restart) == expected(oracle, dialogs, aliases)
+
+    # Leaving a room drops it from "all", and its own dialog fails (never a stale value).
+    await homeserver.leave(watched, quiet)
+    after_leave = await get_metrics(restarted)
+    oracle = await homeserver.counts(watched)
+    assert quiet not in oracle
+    del dialogs["quiet"]
+    assert served(after_leave) == expected(oracle, dialogs, aliases)
+    assert (
+        value(after_leave, "chat_unread_up", provider="matrix", account=ACCOUNT, dialog="quiet")
+        == 0.0
+    )
+
+
+async def test_synapse_answers_a_repeated_full_sync_from_its_cache(
+    homeserver: Homeserver, scrape_client: ScrapeClient
+) -> None:
+    """Why the exporter varies its requests: Synapse serves an identical /sync from a cache."""
+    watched, sender = await asyncio.gather(
+        homeserver.register("agent"), homeserver.register("customer")
+    )
+    room = await homeserver.create_room(watched)
+    await homeserver.join(sender, room)
+    await homeserver.send(sender, room)
+    plain = f"{CLIENT}/sync?timeout=0"
+    before = unread_counts(await homeserver.call("GET", plain, watched))
+    await homeserver.send(sender, room)
+
+    repeated = unread_counts(await homeserver.call("GET", plain, watched))
+    assert before == repeated == {room: (1, 0)}  # the cached answer, one message short
+    assert await homeserver.counts(watched) == {room: (2, 0)}
+    config = exporter_config(homeserver.url, watched, {"room": room})
+    samples = await get_metrics(await scrape_client(config))
+    assert dialog_values(samples, "chat_unread_messages", "matrix") == {"room": 2.0}
+
+
+ROOMS = 200
+# A full sync of 200 rooms takes Synapse seconds on a busy machine: a deadline like a slow job's.
+SLOW_SCRAPE = {"X-Prometheus-Scrape-Timeout-Seconds": "30"}
+
+
+async def test_two_hundred_rooms_in_one_sync(
+    homeserver: Homeserver, scrape_client: ScrapeClient
+) -> None:
+    watched, sender = await asyncio.gather(
+        homeserver.register("agent"), homeserver.register("customer")
+    )
+    rooms: list[str] = await gather_limited(homeserver.create_room(watched) for _ in range(ROOMS))
+    # Room i gets i % 3 messages (the sender joins only rooms that get some); in rooms 1, 11,
+    # 21, ... the last one mentions the watched user.
+    busy = [(index, room) for index, room in enumerate(rooms) if index % 3]
+    await gather_limited(homeserver.join(sender, room) for _, room in busy)
+
+    async def send_all(index: int, room: str) -> str:
+        """The room's messages one after another, so the last one sent is the newest."""
+        for k in range(index % 3):
+            mention = watched if index % 10 == 1 and k == index % 3 - 1 else None
+            event = await homeserver.send(sender, room, mention)
+        return event
+
+    events = await gather_limited(send_all(index, room) for index, room in busy)
+    last_event = {room: event for (_, room), event in zip(busy, events, strict=True)}
+    dialogs: dict[str, str | None] = {"all": None} | {f"r{i:03d}": r for i, r in enumerate(rooms)}
+    client = await scrape_client(exporter_config(homeserver.url, watched, dialogs))
+
+    first = await get_metrics(client, **SLOW_SCRAPE)
+    oracle = await homeserver.counts(watched)
+    assert len(oracle) == ROOMS
+    assert sum(n for n, _ in oracle.values()) == 199  # room i: i % 3
+    assert sum(h for _, h in oracle.values()) == 14  # rooms 1, 11, ..., 191 with messages
+    assert served(first) == expected(oracle, dialogs, {})
+
+    # Receipts in the first 50 rooms, new messages in 30 others: one incremental sync.
+    read = [room for room in rooms[:50] if room in last_event]
+    await gather_limited(homeserver.receipt(watched, room, last_event[room]) for room in read)
+    await gather_limited(homeserver.send(sender, room) for _, room in busy[-30:])
+    second = await get_metrics(client, **SLOW_SCRAPE)
+    oracle = await homeserver.counts(watched)
+    assert sum(n for n, _ in oracle.values()) == 199 - 49 + 30
+    assert served(second) == expected(oracle, dialogs, {})
+    assert upstream_requests(second) == 2.0  # one sync per scrape, whatever the room count
