@@ -184,6 +184,7 @@ class QuickBloxFetcher:
             if not isinstance(token, str) or not token:
                 raise FetchError(Reason.BAD_RESPONSE, "session answer has no token")
             self._session_token = token
+            self._upstream.add_secret(token)
             self._session_expires_at = _parse_expiry(
                 response.headers.get("QB-Token-ExpirationDate")
             )
