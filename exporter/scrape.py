@@ -91,7 +91,7 @@ class Round:
     def done(self) -> bool:
         return self.task is None or self.task.done()
 
-    def undelivered_since(self, now: float) -> bool:
+    def has_undelivered_results(self, now: float) -> bool:
         """Whether it finished after its scrapes gave up, recently, with a value to serve."""
         return (
             not self.delivered
@@ -144,7 +144,7 @@ class AccountRuntime:
             source, current = "fresh", self._start_round(now)
         elif not current.done:
             source = "shared"
-        elif current.undelivered_since(now):
+        elif current.has_undelivered_results(now):
             source = "late"
         elif now - current.started_at < self.account.cache_ttl:
             source = "cache"
