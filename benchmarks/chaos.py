@@ -49,6 +49,8 @@ Dialog = tuple[str, str, str]  # provider, account, dialog
 
 @dataclass(frozen=True)
 class Settings:
+    """How hard and how long to shake the exporter (see ``settings_from`` for the values)."""
+
     duration: float
     scenario: sc.Scenario
     latency: float
@@ -70,6 +72,8 @@ class Settings:
 
 @dataclass
 class FaultWindow:
+    """One fault of one provider, from when it was set to when it was healed (wall time)."""
+
     provider: str
     kind: str
     start: float
@@ -84,6 +88,8 @@ class FaultWindow:
 
 @dataclass
 class ScrapeRecord:
+    """One scrape as a scraper saw it: its time span, every dialog's ``up``, what was wrong."""
+
     start: float
     end: float
     up: dict[Dialog, float]
@@ -92,6 +98,8 @@ class ScrapeRecord:
 
 @dataclass
 class Recovery:
+    """How soon a provider's dialogs were all up again after ``window`` cleared."""
+
     window: FaultWindow
     scrapes: int | None  # None: not back before the next fault or the end
     seconds: float | None
@@ -123,12 +131,16 @@ def fetch_failures(log_text: str) -> list[Failure]:
 
 @dataclass
 class Sample:
+    """The exporter's resident memory and open descriptors at one moment."""
+
     rss_mb: float
     fds: int
 
 
 @dataclass
 class Run:
+    """Everything observed during a run, for the report."""
+
     settings: Settings
     expected: set[Dialog] = field(default_factory=set)
     scrapes: list[ScrapeRecord] = field(default_factory=list)
