@@ -8,8 +8,10 @@ line with the providers' base URLs and a control URL, then serves until SIGTERM 
 Control endpoints (on their own port, so they are never counted as upstream calls):
 ``GET /counts`` returns requests received so far per provider (and ``crisp_pages`` for backlog
 pages, ``quickblox_sessions`` for session creations); ``POST /latency?seconds=X`` changes the
-latency added to every answer. Requests are counted in a middleware rather than through the
-simulators' request log, which would keep every request's headers for the whole run.
+latency added to every answer; ``POST /fault?provider=NAME&kind=KIND`` makes one provider
+misbehave (a kind from ``FAULTS``, ``none`` to heal it; ``retry_after=S`` for 429s). Requests
+are counted in a middleware rather than through the simulators' request log, which would keep
+every request's headers for the whole run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -32,10 +35,23 @@ from exporter.simulator import (
     FakeProvider,
     FakeQuickBlox,
     FakeSendbird,
+    Fault,
     IMKitRoom,
     SendbirdChannel,
 )
 from exporter.simulator.base import Handler
+
+# What a provider can be made to do instead of answering, given the Retry-After for 429s.
+FAULTS: dict[str, Callable[[float], Fault]] = {
+    "http_500": lambda _: Fault.answer(500, {"error": True, "message": "internal error"}),
+    "http_429": lambda retry_after: Fault.answer(
+        429, {"error": True, "message": "slow down"}, headers={"Retry-After": f"{retry_after:g}"}
+    ),
+    "hang": lambda _: Fault.hang(),
+    "reset": lambda _: Fault.reset(),
+    "html_200": lambda _: Fault.answer(200, "<html><body>maintenance</body></html>"),
+    "truncated_json": lambda _: Fault.answer(200, b'{"RC": 0, "result": {"ba'),
+}
 
 
 def populate(scenario: sc.Scenario) -> tuple[FakeCrisp, FakeQuickBlox, FakeIMKit, FakeSendbird]:
@@ -123,9 +139,17 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
             provider.latency = seconds
         return web.Response(text="ok\n")
 
+    async def set_fault(request: web.Request) -> web.Response:
+        provider = next(p for p in providers if p.name == request.query["provider"])
+        kind = request.query["kind"]
+        retry_after = float(request.query.get("retry_after", "60"))
+        provider.fault = None if kind == "none" else FAULTS[kind](retry_after)
+        return web.Response(text="ok\n")
+
     control = web.Application()
     control.router.add_get("/counts", get_counts)
     control.router.add_post("/latency", set_latency)
+    control.router.add_post("/fault", set_fault)
     control_runner = web.AppRunner(control, access_log=None)
     await control_runner.setup()
     await web.TCPSite(control_runner, "127.0.0.1", 0).start()

@@ -2,6 +2,10 @@
 
 Structured fields are passed with ``extra=`` and rendered as ``key=value`` pairs, so a failure
 line reads ``level=warn msg="fetch failed" account=acme dialog=backlog reason=auth ...``.
+
+Values carry text from providers' answers, so every character that is not printable is
+escaped: a CR, NEL or U+2028 would otherwise start a forged line for whoever reads or parses
+the log, and ESC sequences or bidi overrides would rewrite what a terminal shows.
 """
 
 from __future__ import annotations
@@ -35,12 +39,24 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     return fields
 
 
+def _escape(char: str) -> str:
+    # unicode_escape writes \n, \r, \t, \xNN, \uNNNN or \UNNNNNNNN: readable and reversible.
+    return char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every non-printable character (C0 and C1 controls, DEL, line and
+    paragraph separators, bidi and other format characters) written as a backslash escape."""
+    if text.isprintable():
+        return text
+    return "".join(map(_escape, text))
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
-    if text and not any(c in text for c in ' ="\n\t\\'):
+    if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return f'"{escaped}"'
+    return '"' + escape_controls(text.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):
@@ -51,10 +67,16 @@ class LogfmtFormatter(logging.Formatter):
 
 
 class JSONFormatter(logging.Formatter):
-    """One JSON object per line."""
+    """One JSON object per line.
+
+    ``json.dumps`` escapes C0 controls and, being ASCII-only, every non-ASCII character
+    (C1 controls, U+2028, bidi overrides); DEL is the one control it leaves as it is.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps(_fields(record), default=str)
+        return json.dumps(_fields(record), default=str, ensure_ascii=True).replace(
+            "\x7f", "\\u007f"
+        )
 
 
 def setup_logging(level: str, fmt: str) -> None:

@@ -2,7 +2,8 @@
 
 Reloading swaps the account runtimes atomically: an account whose config is unchanged keeps
 its runtime (HTTP sessions such as a QuickBlox token, caches, budget ledger, counters), a
-changed or new one gets a fresh runtime, and a config that fails to load changes nothing.
+changed or new one gets a fresh runtime, and a config that fails to load changes nothing. A
+replaced runtime lives on until its refresh in flight ends, for the scrapes waiting on it.
 """
 
 from __future__ import annotations
@@ -12,13 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import aiohttp
-
 from exporter import __version__
 from exporter.config import ConfigError, ExporterConfig
 from exporter.registry import PROVIDERS
 from exporter.scrape import AccountRuntime
-from exporter.upstream import Clock
+from exporter.upstream import Clock, UpstreamPool, default_connection_limit
 
 log = logging.getLogger(__name__)
 
@@ -32,24 +31,28 @@ class UnknownTargetError(ValueError):
 class Exporter:
     """Owns everything that outlives a single scrape."""
 
-    def __init__(self, load: Callable[[], ExporterConfig], clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        load: Callable[[], ExporterConfig],
+        clock: Clock = time.time,
+        upstream_connections: int | None = None,
+    ) -> None:
+        """``upstream_connections`` bounds upstream connections across all accounts (default:
+        half the open-file limit, see ``default_connection_limit``)."""
         self._load = load
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._upstream_connections = upstream_connections or default_connection_limit()
+        self._pool: UpstreamPool | None = None
         self.config: ExporterConfig | None = None
         self.runtimes: dict[str, AccountRuntime] = {}
         self.reload_successful = False
         self.reload_success_timestamp: float | None = None
         self.last_reload_error: str | None = None
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: set[AccountRuntime] = set()
 
     async def start(self) -> None:
         """Open the shared HTTP session and load the config (raises ConfigError)."""
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            headers={"User-Agent": USER_AGENT},
-            raise_for_status=False,
-        )
+        self._pool = UpstreamPool(self._upstream_connections, {"User-Agent": USER_AGENT})
         self.reload()
 
     def reload(self) -> ExporterConfig:
@@ -73,7 +76,7 @@ class Exporter:
         return config
 
     def _apply(self, config: ExporterConfig) -> None:
-        assert self._session is not None, "start() first"
+        assert self._pool is not None, "start() first"
         runtimes: dict[str, AccountRuntime] = {}
         for account in config.accounts:
             old = self.runtimes.get(account.name)
@@ -81,16 +84,24 @@ class Exporter:
                 runtimes[account.name] = old
             else:
                 provider = PROVIDERS[account.provider]
-                runtimes[account.name] = AccountRuntime(
-                    account, provider, self._session, self._clock
-                )
+                runtimes[account.name] = AccountRuntime(account, provider, self._pool, self._clock)
         for name, old in self.runtimes.items():
             if runtimes.get(name) is not old:
-                task = asyncio.get_running_loop().create_task(old.cancel())
-                self._retired.add(task)
-                task.add_done_callback(self._retired.discard)
+                self._retire(old)
         self.config = config
         self.runtimes = runtimes
+
+    def _retire(self, runtime: AccountRuntime) -> None:
+        """Keep a replaced runtime until its refresh in flight ends, rather than cancel it.
+
+        Scrapes that started before the reload wait on that refresh; cancelled, it would leave
+        them nothing but a made-up timeout for healthy dialogs. The refresh is bounded by its
+        round limit, and ``close()`` cancels it.
+        """
+        task = runtime.refresh_in_flight
+        if task is not None:
+            self._retired.add(runtime)
+            task.add_done_callback(lambda _: self._retired.discard(runtime))
 
     def select(self, accounts: Sequence[str], providers: Sequence[str]) -> list[AccountRuntime]:
         """The runtimes named by /probe parameters, in config order; unknown names raise."""
@@ -107,6 +118,7 @@ class Exporter:
 
     async def close(self) -> None:
         """Cancel refreshes in flight and close upstream connections."""
-        await asyncio.gather(*(rt.cancel() for rt in self.runtimes.values()), *self._retired)
-        if self._session is not None:
-            await self._session.close()
+        every_runtime = [*self.runtimes.values(), *self._retired]
+        await asyncio.gather(*(rt.cancel() for rt in every_runtime))
+        if self._pool is not None:
+            await self._pool.close()

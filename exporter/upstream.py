@@ -9,13 +9,17 @@ counting and the debug trace. Providers only build requests and read the decoded
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
+import math
+import resource
 import time
-from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC
 from typing import Any
 
 import aiohttp
@@ -31,6 +35,14 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_RATE_LIMIT_BACKOFF = 60.0
 MAX_RATE_LIMIT_BACKOFF = 86400.0
 RATE_LIMIT_STATUSES = frozenset({420, 429})  # Crisp answers 420 "Enhance Your Calm" too
+# Shorter strings would redact innocent text (and say which characters a credential has).
+MIN_SECRET_LENGTH = 4
+# Run-time credentials remembered for redaction: a renewed session token replaces the last
+# one, but an answer in flight may still echo the previous few.
+RUNTIME_SECRETS_KEPT = 8
+# Open files left for the HTTP server's connections, config and secret files, and idle
+# keep-alive connections: upstream requests in flight may use the other half.
+UPSTREAM_SHARE_OF_OPEN_FILES = 0.5
 
 Clock = Callable[[], float]
 Params = Mapping[str, str] | Sequence[tuple[str, str]]
@@ -71,35 +83,68 @@ def _epoch_or_delta(value: float, now: float) -> float:
     return now + value
 
 
-def _header_number(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    if raw is None:
+def non_negative_number(value: object) -> float | None:
+    """A header or JSON value as a finite number >= 0, or None when it is anything else.
+
+    Every rate-limit figure (remaining requests, seconds to wait, a reset time) is such a
+    number; "soon", "nan", "inf", "-5" or an integer too large for a float is junk that must
+    not reach a gauge or a back-off computation.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value.split(";", 1)[0].strip())
+        except ValueError:
+            return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return float(raw.split(";", 1)[0].strip())
-    except ValueError:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number >= 0 else None
+
+
+def _header_number(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    return None if raw is None else non_negative_number(raw)
+
+
+def _http_date(text: str) -> float | None:
+    """An HTTP-date (``Retry-After: Wed, 21 Oct 2015 07:28:00 GMT``) as unix time, or None."""
+    try:
+        parsed = email.utils.parsedate_to_datetime(text)
+        if parsed.tzinfo is None:  # "-0000" parses without a zone; HTTP dates are GMT
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
 
 
 def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
-    """When a rate-limited account may be called again, from whatever the provider sent."""
+    """When a rate-limited account may be called again, from whatever the provider sent.
+
+    A value that cannot be read is skipped, so junk falls through to the next hint and in the
+    end to the default back-off: a 429 always holds the account off for a while.
+    """
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
-        try:
-            return now + float(retry_after)
-        except ValueError:
-            parsed = email.utils.parsedate_to_datetime(retry_after) if retry_after else None
-            if parsed is not None:
-                return parsed.timestamp()
+        seconds = non_negative_number(retry_after)
+        if seconds is not None:
+            return now + seconds
+        date = _http_date(retry_after)
+        if date is not None:
+            return max(date, now)
     for name in ("X-RateLimit-RetryAfter", "X-RateLimit-Reset"):
         number = _header_number(headers, name)
         if number is not None:
             return _epoch_or_delta(number, now)
-    if isinstance(body, dict) and isinstance(body.get("retryAfter"), int | float):
-        return now + float(body["retryAfter"])
-    if isinstance(body, dict) and isinstance(body.get("retry_after_ms"), int | float):
-        return now + float(body["retry_after_ms"]) / 1000.0  # Matrix M_LIMIT_EXCEEDED
-    return now + DEFAULT_RATE_LIMIT_BACKOFF
+    if not isinstance(body, dict):
+        return now + DEFAULT_RATE_LIMIT_BACKOFF
+    seconds = non_negative_number(body.get("retryAfter"))
+    milliseconds = non_negative_number(body.get("retry_after_ms"))  # Matrix M_LIMIT_EXCEEDED
+    if seconds is None and milliseconds is not None:
+        seconds = milliseconds / 1000.0
+    return now + (DEFAULT_RATE_LIMIT_BACKOFF if seconds is None else seconds)
 
 
 def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
@@ -140,22 +185,74 @@ def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
     return redact("; ".join(dict.fromkeys(parts)))[:200] or "error body without a message"
 
 
+def default_connection_limit() -> int:
+    """Upstream connections allowed at once: a share of this process's open-file limit.
+
+    Each request in flight holds a socket, that is a file descriptor. Unbounded, enough
+    accounts exhaust the limit, and then upstream requests, the HTTP server's own connections
+    and config reloads all fail with "Too many open files" at random.
+    """
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 2**16
+    return max(1, int(soft * UPSTREAM_SHARE_OF_OPEN_FILES))
+
+
+class UpstreamPool:
+    """The HTTP session every account shares, and the exporter-wide bound on its connections.
+
+    The bound is a semaphore taken around each request (besides the connector's own limit) so
+    that a request that waits too long for a free connection fails with that reason, instead
+    of a timeout that blames the provider.
+    """
+
+    def __init__(self, limit: int, headers: Mapping[str, str]) -> None:
+        self.limit = limit
+        self._slots = asyncio.Semaphore(limit)
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
+            headers=dict(headers),
+            raise_for_status=False,
+        )
+
+    @contextlib.asynccontextmanager
+    async def connection(self, wait: float) -> AsyncIterator[None]:
+        """Hold one of the ``limit`` connections; raise FetchError after ``wait`` seconds."""
+        try:
+            async with asyncio.timeout(wait):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise FetchError(
+                Reason.TIMEOUT,
+                f"all {self.limit} upstream connections (the exporter-wide bound, from the "
+                f"open-file limit) stayed busy for {wait:g}s",
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
+
+    async def close(self) -> None:
+        await self.session.close()
+
+
 class Upstream:
     """One account's view of the shared HTTP session."""
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        pool: UpstreamPool,
         account: AccountConfig,
         clock: Clock = time.time,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
-        self._session = session
+        self._pool = pool
         self.max_concurrency = account.max_concurrency
         self._semaphore = asyncio.Semaphore(account.max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=account.timeout)
         self._timeout_seconds = account.timeout
-        self._secrets = [s for s in account.secret_values() if len(s) >= 4]
+        self._secrets = [s for s in account.secret_values() if len(s) >= MIN_SECRET_LENGTH]
+        self._obtained_secrets: deque[str] = deque(maxlen=RUNTIME_SECRETS_KEPT)
         self._clock = clock
         self._max_body_bytes = max_body_bytes
         self.stats = UpstreamStats()
@@ -170,9 +267,15 @@ class Upstream:
         """The account's wall clock (injectable), for providers that track expiry times."""
         return self._clock()
 
+    def add_secret(self, secret: str) -> None:
+        """Redact a credential obtained at run time (a session token the exporter created)
+        from now on, as configured ones are: a provider may echo it in an error body."""
+        if len(secret) >= MIN_SECRET_LENGTH and secret not in self._obtained_secrets:
+            self._obtained_secrets.append(secret)
+
     def redact(self, text: str) -> str:
-        """Remove every configured credential from text bound for logs or pages."""
-        for secret in self._secrets:
+        """Remove every credential, configured or obtained, from text bound for logs or pages."""
+        for secret in (*self._secrets, *self._obtained_secrets):
             text = text.replace(secret, "<redacted>")
         return text
 
@@ -201,13 +304,13 @@ class Upstream:
         if self.rate_limit.blocked_until > now:
             wait = self.rate_limit.blocked_until - now
             raise FetchError(Reason.RATE_LIMITED, f"holding off for {wait:.0f}s after a 429")
-        async with self._semaphore:
+        async with self._semaphore, self._pool.connection(self._timeout_seconds):
             started = time.perf_counter()
             self.requests_this_round += 1
             if self.budget is not None:
                 self.budget.spend(self._clock())
             try:
-                async with self._session.request(
+                async with self._pool.session.request(
                     method,
                     url,
                     params=params,

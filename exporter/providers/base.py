@@ -101,7 +101,8 @@ def count(container: Any, *path: str) -> int:
     """Read a non-negative integer count at ``path`` in a decoded JSON body.
 
     Providers document these as integers; a string, null, float or negative number means the
-    answer cannot be trusted, so it is a ``bad_response`` rather than a guessed value.
+    answer cannot be trusted, so it is a ``bad_response`` rather than a guessed value. So is
+    a count above 2**53: exposed as a float it would be rounded, or overflow (400 digits).
     """
     value = container
     for key in path:
@@ -113,4 +114,6 @@ def count(container: Any, *path: str) -> int:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is {shown}, not an integer")
     if value < 0:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is negative ({value})")
+    if value > 2**53:
+        raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is beyond 2**53")
     return value

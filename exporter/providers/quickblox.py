@@ -219,6 +219,7 @@ class QuickBloxFetcher:
             if not isinstance(token, str) or not token:
                 raise FetchError(Reason.BAD_RESPONSE, "session answer has no token")
             self._session_token = token
+            self._upstream.add_secret(token)
             self._session_expires_at = None
             self._note_expiry(token, response.headers)
             return token

@@ -1,0 +1,500 @@
+"""Chaos run: every provider flaps between health and faults while scrapes and reloads go on.
+
+``.venv/bin/python benchmarks/run.py chaos [--duration 180]``. The simulators (their own
+process) fail in turns, each provider on its own random schedule: 500s, 429s with a
+Retry-After, hanging answers, reset connections, HTML and truncated bodies. Two scrapers (an HA
+pair, half an interval apart) scrape the real exporter's ``/metrics`` throughout, and SIGHUP
+reloads a config whose accounts' timeouts alternate, so half the accounts get new runtimes.
+The report answers the exporter's promise, "never lies, never dies":
+
+* failed scrapes: not a 200, a configured dialog without ``chat_unread_up``, ``up 1`` without
+  a value or a value without ``up 1`` (there is no ``cache_ttl``), a NaN anywhere;
+* lies: ``up 1`` for a dialog whose provider was failing from well before the scrape began
+  (longer than any refresh can take) until after it ended;
+* false alarms: ``up 0`` for a dialog whose provider was healthy (and past any Retry-After)
+  from well before the scrape began until after it ended, as a reload could cause;
+* recovery after each fault clears (or, for a 429, after its Retry-After has passed): how many
+  scrapes began before one showed all that provider's dialogs up, and how long that took;
+* the exporter's resident memory and open file descriptors after the warm-up and at the end,
+  each taken between scrapes with every provider healthy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import random
+import re
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from benchmarks import procs
+from benchmarks import scenario as sc
+from benchmarks.sim_server import FAULTS
+
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
+Dialog = tuple[str, str, str]  # provider, account, dialog
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard and how long to shake the exporter (see ``settings_from`` for the values)."""
+
+    duration: float
+    scenario: sc.Scenario
+    latency: float
+    interval: float  # per scraper; two scrapers half an interval apart
+    deadline: float  # X-Prometheus-Scrape-Timeout-Seconds
+    account_timeout: float
+    retry_after: float
+    healthy: tuple[float, float]  # seconds a provider stays healthy (uniform range)
+    faulty: tuple[float, float]  # seconds a fault lasts
+    reload_every: float
+    warm_up: float
+    seed: int
+
+    @property
+    def grace(self) -> float:
+        """Longer than any refresh can take (Crisp backlog pages one after another)."""
+        return self.account_timeout * (self.scenario.crisp_backlog_pages + 1) + 1.0
+
+
+@dataclass
+class FaultWindow:
+    """One fault of one provider, from when it was set to when it was healed (wall time)."""
+
+    provider: str
+    kind: str
+    start: float
+    end: float | None = None
+
+    def clears_at(self, retry_after: float) -> float | None:
+        """When the provider may be expected back: its end, or the end of its Retry-After."""
+        if self.end is None:
+            return None
+        return self.end + (retry_after if self.kind == "http_429" else 0.0)
+
+
+@dataclass
+class ScrapeRecord:
+    """One scrape as a scraper saw it: its time span, every dialog's ``up``, what was wrong."""
+
+    start: float
+    end: float
+    up: dict[Dialog, float]
+    problems: list[str]
+
+
+@dataclass
+class Recovery:
+    """How soon a provider's dialogs were all up again after ``window`` cleared."""
+
+    window: FaultWindow
+    scrapes: int | None  # None: not back before the next fault or the end
+    seconds: float | None
+    misses: list[str]  # the scrapes before it: when they began and which dialogs were down
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A "fetch failed" line of the exporter's log: why a dialog was up 0."""
+
+    at: float
+    provider: str
+    reason: str
+    detail: str
+
+
+LOGFMT_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def fetch_failures(log_text: str) -> list[Failure]:
+    failures: list[Failure] = []
+    for line in log_text.splitlines():
+        fields = {k: v.strip('"') for k, v in LOGFMT_PAIR.findall(line)}
+        if fields.get("msg") == "fetch failed":
+            at = datetime.fromisoformat(fields["ts"]).timestamp()
+            failures.append(Failure(at, fields["provider"], fields["reason"], fields["detail"]))
+    return failures
+
+
+@dataclass
+class Sample:
+    """The exporter's resident memory and open descriptors at one moment."""
+
+    rss_mb: float
+    fds: int
+
+
+@dataclass
+class Run:
+    """Everything observed during a run, for the report."""
+
+    settings: Settings
+    expected: set[Dialog] = field(default_factory=set)
+    scrapes: list[ScrapeRecord] = field(default_factory=list)
+    windows: list[FaultWindow] = field(default_factory=list)
+    reloads_sent: int = 0
+    reloads_applied: int = 0
+    samples: dict[str, Sample] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+    peak: Sample = field(default_factory=lambda: Sample(0.0, 0))
+
+
+def chaos_config(settings: Settings, urls: dict[str, str], generation: int) -> str:
+    """The scenario's config with a timeout per account; odd accounts flip it per reload."""
+    lines: list[str] = []
+    account = 0
+    for line in sc.config_yaml(settings.scenario, urls).splitlines():
+        lines.append(line)
+        if line.startswith("    provider: "):
+            timeout = settings.account_timeout
+            if account % 2 and generation % 2:
+                timeout *= 0.9
+            lines.append(f"    timeout: {timeout * 1000:.0f}ms")
+            account += 1
+    return "\n".join(lines) + "\n"
+
+
+def sample(pid: int) -> Sample:
+    return Sample(procs.memory(pid).rss_mb, len(os.listdir(f"/proc/{pid}/fd")))
+
+
+def parse_scrape(body: str, expected: set[Dialog]) -> tuple[dict[Dialog, float], list[str]]:
+    """``chat_unread_up`` per dialog, and what in the body breaks the exporter's promise."""
+    up: dict[Dialog, float] = {}
+    valued: set[Dialog] = set()
+    problems: list[str] = []
+    for family in text_string_to_metric_families(body):
+        for s in family.samples:
+            if math.isnan(s.value):
+                problems.append(f"NaN in {s.name}")
+            if "dialog" not in s.labels:
+                continue
+            key = (s.labels["provider"], s.labels["account"], s.labels["dialog"])
+            if s.name == "chat_unread_up":
+                up[key] = s.value
+            elif s.name == "chat_unread_messages":
+                valued.add(key)
+    if missing := expected - up.keys():
+        problems.append(f"{len(missing)} dialogs without chat_unread_up")
+    if unvalued := {k for k, v in up.items() if v == 1.0} - valued:
+        problems.append(f"{len(unvalued)} dialogs up 1 without a value")
+    if stale := {k for k, v in up.items() if v == 0.0} & valued:
+        problems.append(f"{len(stale)} dialogs up 0 with a value")
+    return up, problems
+
+
+async def scrape(http: aiohttp.ClientSession, run: Run, url: str) -> ScrapeRecord:
+    start = time.time()
+    headers = {"X-Prometheus-Scrape-Timeout-Seconds": f"{run.settings.deadline:g}"}
+    try:
+        async with http.get(f"{url}/metrics", headers=headers) as response:
+            body = await response.text()
+            status = response.status
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        return ScrapeRecord(start, time.time(), {}, [f"{type(exc).__name__}: {exc}"])
+    if status != 200:
+        return ScrapeRecord(start, time.time(), {}, [f"HTTP {status}"])
+    up, problems = parse_scrape(body, run.expected)
+    return ScrapeRecord(start, time.time(), up, problems)
+
+
+async def scraper(
+    http: aiohttp.ClientSession, run: Run, url: str, offset: float, until: float
+) -> None:
+    next_at = time.monotonic() + offset
+    while next_at < until:
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+        run.scrapes.append(await scrape(http, run, url))
+        next_at += run.settings.interval
+
+
+async def set_fault(
+    http: aiohttp.ClientSession, run: Run, control: str, provider: str, kind: str
+) -> None:
+    query = {"provider": provider, "kind": kind, "retry_after": f"{run.settings.retry_after:g}"}
+    async with http.post(f"{control}/fault", params=query) as response:
+        response.raise_for_status()
+
+
+async def flap(
+    http: aiohttp.ClientSession, run: Run, control: str, provider: str, until: float
+) -> None:
+    """One provider's schedule: healthy, then a random fault, again and again until ``until``."""
+    settings = run.settings
+    rng = random.Random(f"{settings.seed}-{provider}")
+    await asyncio.sleep(rng.uniform(*settings.healthy) / 2)
+    while True:
+        faulty = rng.uniform(*settings.faulty)
+        if time.monotonic() + faulty >= until:
+            return
+        window = FaultWindow(provider, rng.choice(sorted(FAULTS)), time.time())
+        await set_fault(http, run, control, provider, window.kind)
+        run.windows.append(window)
+        await asyncio.sleep(faulty)
+        await set_fault(http, run, control, provider, "none")
+        window.end = time.time()
+        await asyncio.sleep(rng.uniform(*settings.healthy))
+
+
+async def reloader(
+    http: aiohttp.ClientSession,
+    run: Run,
+    exporter: procs.ExporterProcess,
+    urls: dict[str, str],
+    until: float,
+) -> None:
+    """SIGHUP with a config that changes half the accounts; count the reloads applied."""
+    while time.monotonic() + run.settings.reload_every < until:
+        await asyncio.sleep(run.settings.reload_every)
+        run.reloads_sent += 1
+        exporter.config_path.write_text(chaos_config(run.settings, urls, run.reloads_sent))
+        before = await reload_timestamp(http, exporter.url)
+        exporter.proc.send_signal(signal.SIGHUP)
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if await reload_timestamp(http, exporter.url) != before:
+                run.reloads_applied += 1
+                break
+
+
+async def reload_timestamp(http: aiohttp.ClientSession, url: str) -> float | None:
+    async with http.get(f"{url}/exporter-metrics") as response:
+        for family in text_string_to_metric_families(await response.text()):
+            if family.name == "chat_unread_exporter_config_last_reload_success_timestamp_seconds":
+                return float(family.samples[0].value)
+    return None
+
+
+async def watch(run: Run, pid: int, until: float) -> None:
+    while time.monotonic() < until:
+        now = sample(pid)
+        run.peak = Sample(max(run.peak.rss_mb, now.rss_mb), max(run.peak.fds, now.fds))
+        await asyncio.sleep(1.0)
+
+
+async def quiet_sample(http: aiohttp.ClientSession, run: Run, url: str, pid: int) -> Sample:
+    """Memory and descriptors between scrapes, every provider healthy and answered."""
+    record = await scrape(http, run, url)
+    if record.problems or set(record.up.values()) != {1.0}:
+        raise RuntimeError(f"a healthy scrape was not all up: {record.problems}")
+    await asyncio.sleep(run.settings.interval / 2)
+    return sample(pid)
+
+
+async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
+    run = Run(settings)
+    timeout = aiohttp.ClientTimeout(total=settings.deadline + 5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as http,
+        procs.simulators(settings.scenario, settings.latency) as sims,
+    ):
+        config = chaos_config(settings, sims.urls, 0)
+        async with procs.exporter(config, http) as exporter:
+            log(f"exporter ready (pid {exporter.pid}); warming up")
+            first = await scrape(http, run, exporter.url)
+            run.expected = set(first.up)
+            if len(run.expected) != settings.scenario.dialogs or first.problems:
+                raise RuntimeError(f"warm-up scrape incomplete: {first.problems}")
+            await asyncio.sleep(settings.warm_up)
+            run.samples["start"] = await quiet_sample(http, run, exporter.url, exporter.pid)
+            log(f"chaos for {settings.duration:g} s")
+            until = time.monotonic() + settings.duration
+            faults_until = until - settings.grace - settings.retry_after - 2 * settings.interval
+            await asyncio.gather(
+                *(
+                    scraper(http, run, exporter.url, i * settings.interval / 2, until)
+                    for i in (0, 1)
+                ),
+                *(flap(http, run, sims.urls["control"], p, faults_until) for p in PROVIDERS),
+                reloader(http, run, exporter, sims.urls, faults_until),
+                watch(run, exporter.pid, until),
+            )
+            run.samples["end"] = await quiet_sample(http, run, exporter.url, exporter.pid)
+            run.failures = fetch_failures(exporter.log_path.read_text(encoding="utf-8"))
+    return run
+
+
+def recoveries(run: Run) -> list[Recovery]:
+    """For each fault that ended: scrapes and seconds until its provider was all up again."""
+    found: list[Recovery] = []
+    for window in run.windows:
+        clear = window.clears_at(run.settings.retry_after)
+        if clear is None:
+            continue
+        following = [w.start for w in run.windows if w.provider == window.provider]
+        horizon = min((start for start in following if start > window.start), default=math.inf)
+        dialogs = {d for d in run.expected if d[0] == window.provider}
+        after = sorted(
+            (r for r in run.scrapes if clear <= r.start < horizon), key=lambda r: r.start
+        )
+        recovery = Recovery(window, None, None, [])
+        for index, record in enumerate(after, start=1):
+            down = sorted(f"{d[1]}/{d[2]}" for d in dialogs if record.up.get(d) != 1.0)
+            if not down:
+                recovery.scrapes, recovery.seconds = index, record.end - clear
+                break
+            shown = ", ".join(down[:3]) + (f" and {len(down) - 3} more" if len(down) > 3 else "")
+            recovery.misses.append(f"+{record.start - clear:.2f} s: {shown} down")
+        found.append(recovery)
+    return found
+
+
+def lies(run: Run) -> int:
+    """Dialogs shown up 1 while their provider failed from well before the scrape to after it."""
+    count = 0
+    for record in run.scrapes:
+        for window in run.windows:
+            end = window.end if window.end is not None else math.inf
+            if window.start + run.settings.grace <= record.start and record.end <= end:
+                count += sum(
+                    1 for d, v in record.up.items() if d[0] == window.provider and v == 1.0
+                )
+    return count
+
+
+def false_alarms(run: Run) -> Counter[str]:
+    """Dialogs shown up 0 while their provider was healthy from well before the scrape on,
+    by the reason and detail the exporter logged for them."""
+    found: Counter[str] = Counter()
+    for record in run.scrapes:
+        for provider in PROVIDERS:
+            troubled = any(
+                w.provider == provider
+                and w.start <= record.end
+                and (w.clears_at(run.settings.retry_after) or math.inf)
+                >= record.start - run.settings.grace
+                for w in run.windows
+            )
+            if troubled:
+                continue
+            down = sum(1 for d, v in record.up.items() if d[0] == provider and v == 0.0)
+            if down:
+                why = {
+                    f"{f.reason}: {f.detail[:60]}"
+                    for f in run.failures
+                    if f.provider == provider and record.start - 0.1 <= f.at <= record.end + 0.1
+                }
+                found[f"+{record.start - run.scrapes[0].start:.0f} s {provider}: {why}"] += down
+    return found
+
+
+def report(run: Run) -> tuple[str, bool]:
+    settings = run.settings
+    failed = [r for r in run.scrapes if r.problems]
+    problems = Counter(p for r in failed for p in r.problems)
+    found = recoveries(run)
+    back = [r for r in found if r.scrapes is not None]
+    by_kind: dict[str, list[Recovery]] = {}
+    for recovery in found:
+        by_kind.setdefault(recovery.window.kind, []).append(recovery)
+    start, end = run.samples["start"], run.samples["end"]
+    lied, alarms = lies(run), false_alarms(run)
+    lines = [
+        f"chaos run: {settings.duration:g} s, scenario {settings.scenario.name} "
+        f"({settings.scenario.accounts} accounts, {settings.scenario.dialogs} dialogs), "
+        f"upstream latency {settings.latency * 1000:.0f} ms, account timeout "
+        f"{settings.account_timeout:g} s",
+        f"2 scrapers every {settings.interval:g} s (deadline header {settings.deadline:g} s), "
+        f"a reload every {settings.reload_every:g} s, faults of "
+        f"{settings.faulty[0]:g}-{settings.faulty[1]:g} s after {settings.healthy[0]:g}-"
+        f"{settings.healthy[1]:g} s of health, Retry-After {settings.retry_after:g} s",
+        "",
+        f"scrapes: {len(run.scrapes)}, failed: {len(failed)}"
+        + "".join(f"\n  {n} x {p}" for p, n in problems.most_common()),
+        f"up 1 during a fault (lies): {lied}",
+        f"up 0 while healthy (false alarms): {alarms.total()}"
+        + "".join(f"\n  {n} x {why}" for why, n in alarms.most_common()),
+        f"reloads: {run.reloads_sent} sent, {run.reloads_applied} applied",
+        f"faults: {len(run.windows)}, recovered: {len(back)} of {len(found)} that ended",
+        "",
+        "recovery after the fault cleared (outside Retry-After)",
+        "kind            faults  in 1 scrape  max scrapes  median s  max s",
+    ]
+    for kind, items in sorted(by_kind.items()):
+        scrapes = [r.scrapes for r in items if r.scrapes is not None]
+        seconds = [r.seconds for r in items if r.seconds is not None]
+        lines.append(
+            f"{kind:<15} {len(items):>6}  {scrapes.count(1):>11}  "
+            f"{max(scrapes, default=0):>11}  {_s(statistics.median(seconds) if seconds else None)}"
+            f"  {_s(max(seconds, default=None))}"
+        )
+    for recovery in found:
+        if recovery.misses:
+            window = recovery.window
+            lines.append(f"  {window.provider} {window.kind} cleared; scrapes after it:")
+            lines += [f"    {miss}" for miss in recovery.misses]
+    lines += [
+        "",
+        f"exporter RSS: {start.rss_mb:.1f} MB after warm-up, {end.rss_mb:.1f} MB at the end "
+        f"(peak {run.peak.rss_mb:.1f} MB)",
+        f"exporter open fds: {start.fds} after warm-up, {end.fds} at the end (peak {run.peak.fds})",
+    ]
+    goals = [
+        ("0 failed scrapes", not failed),
+        ("0 dialogs up 1 during a fault", lied == 0),
+        ("0 dialogs up 0 while healthy", not alarms),
+        (
+            "every fault recovered within one scrape",
+            len(back) == len(found) and all(r.scrapes == 1 for r in back),
+        ),
+        ("RSS flat (end within 5 MB of start)", end.rss_mb - start.rss_mb <= 5.0),
+        ("open fds flat (end within 5 of start)", end.fds - start.fds <= 5),
+    ]
+    lines += ["", "Goals:"] + [f"  {'PASS' if ok else 'FAIL'}  {name}" for name, ok in goals]
+    return "\n".join(lines), all(ok for _, ok in goals)
+
+
+def _s(seconds: float | None) -> str:
+    return f"{'-' if seconds is None else f'{seconds:.2f}':>8}"
+
+
+def settings_from(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="benchmarks/run.py chaos",
+        description="Flapping upstream faults, concurrent scrapes and reloads.",
+    )
+    parser.add_argument("--duration", type=float, default=180.0, help="seconds of chaos (180)")
+    parser.add_argument("--seed", type=int, default=9, help="fault schedule seed (9)")
+    args = parser.parse_args(argv)
+    # The account timeout stays well under the time between two scrapes, so a refresh that
+    # hung on a fault is over before the next scrape; it is long enough that a loaded 2-core
+    # machine (the simulators and the exporter compete for CPU) does not time requests out.
+    return Settings(
+        duration=args.duration,
+        scenario=sc.SCENARIOS["smoke"],
+        latency=0.02,
+        interval=4.0,
+        deadline=3.0,
+        account_timeout=1.0,
+        retry_after=3.0,
+        healthy=(10.0, 16.0),
+        faulty=(4.0, 8.0),
+        reload_every=15.0,
+        warm_up=5.0,
+        seed=args.seed,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    started = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+    run = asyncio.run(execute(settings_from(argv), log))
+    text, passed = report(run)
+    print(text)
+    return 0 if passed else 1
