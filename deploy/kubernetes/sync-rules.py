@@ -12,7 +12,7 @@ Run after editing a rules file:
     .venv/bin/python deploy/kubernetes/sync-rules.py          # rewrite the manifests
     .venv/bin/python deploy/kubernetes/sync-rules.py --check  # exit 1 if one is out of date
 
-tests/test_deploy.py fails when they differ.
+tests/test_deploy_kubernetes.py fails when they differ.
 """
 
 from __future__ import annotations
