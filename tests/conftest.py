@@ -261,11 +261,13 @@ ACCOUNT_OF = {
     "imkit": "imkit-app",
     "sendbird": "sb-prod",
     "matrix": "team-matrix",
+    "intercom": "acme-intercom",  # of tests.reach.reach_accounts
+    "stream": "acme-stream",
 }
 
 
 def errors_of(samples: Samples, provider: str, reason: str, account: str = "") -> float | None:
-    """``chat_unread_fetch_errors_total`` for one reason of an account of ``config_yaml``."""
+    """``chat_unread_fetch_errors_total`` for one reason of an account of the test configs."""
     return value(
         samples,
         "chat_unread_fetch_errors_total",

@@ -63,9 +63,6 @@ INTERCOM_EXPECTED = {
 
 
 # The account of each provider in ``reach_accounts``
-REACH_ACCOUNT_OF = {"intercom": "acme-intercom", "stream": "acme-stream"}
-
-
 # (messages, unread channels) per dialog of ``reach_accounts`` for ``populate_reach``
 STREAM_EXPECTED = {
     "agent-42": (16.0, 3.0),

@@ -42,7 +42,13 @@ from tests.conftest import (
     value,
 )
 from tests.support import EXE, free_port
-from tests.test_failures import FAILURES, PROVIDERS, fake, success_body_with
+from tests.test_failures import (
+    FAILURES,
+    PROVIDERS,
+    every_provider_yaml,
+    fake,
+    success_body_with,
+)
 
 Client = TestClient[web.Request, web.Application]
 # X-Prometheus-Scrape-Timeout-Seconds of 1: the scrape waits 0.5 s for upstream.
@@ -113,7 +119,7 @@ async def test_budget_pacing_does_not_hide_a_failed_refresh(
 async def test_count_beyond_a_float_fails_only_its_dialogs(
     sim: Simulator, scrape_client: ScrapeClient, provider: str, count: int
 ) -> None:
-    client = await scrape_client(config_yaml(sim, extra="cache_ttl: 1m"))
+    client = await scrape_client(every_provider_yaml(sim, extra="cache_ttl: 1m"))
     fake(sim, provider).fault = Fault.answer(200, success_body_with(provider, count))
     for _ in range(2):  # the fresh scrape and the cached one
         samples = await get_metrics(client)
@@ -122,6 +128,21 @@ async def test_count_beyond_a_float_fails_only_its_dialogs(
         for other in PROVIDERS:
             if other != provider:
                 assert set(dialog_values(samples, "chat_unread_up", other).values()) == {1.0}
+
+
+async def test_a_backlog_waiting_time_beyond_a_float_fails_only_the_backlog(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    conversation = {"session_id": "s", "unread": {"operator": 2, "visitor": 0}}
+    backlog = [{**conversation, "waiting_since": 10**400}]
+    sim.crisp.fault = Fault.answer(
+        200, {"error": False, "reason": "listed", "data": backlog}, path_contains="/conversations/"
+    )
+    client = await scrape_client(config_yaml(sim))
+    samples = await get_metrics(client)
+    up = dialog_values(samples, "chat_unread_up", "crisp")
+    assert up == {"backlog": 0.0, "vip-visitor": 1.0, "vip-operator": 1.0}
+    assert errors_of(samples, "crisp", "bad_response")
 
 
 # --- Row 7: junk rate-limit headers --------------------------------------------------------
@@ -295,9 +316,11 @@ accounts:
 async def test_a_session_token_the_exporter_created_is_redacted(
     sim: Simulator,
     scrape_client: ScrapeClient,
+    clock: FakeClock,
     caplog: pytest.LogCaptureFixture,
     echo: Callable[[str], Fault],
 ) -> None:
+    sim.quickblox.clock = clock  # the session's signed timestamp comes from the exporter's clock
     client = await scrape_client(quickblox_app_config(sim))
     assert value(
         await get_metrics(client),

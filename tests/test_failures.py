@@ -23,7 +23,7 @@ from tests.conftest import (
     matrix_yaml,
     parse,
 )
-from tests.reach import REACH_ACCOUNT_OF, populate_reach, reach_accounts
+from tests.reach import populate_reach, reach_accounts
 
 PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream", "matrix")
 VALUE_METRICS = (
@@ -131,14 +131,21 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
     }[provider]
 
 
+def every_provider_yaml(sim: Simulator, extra: str = "") -> str:
+    """A config with an account of every provider over the simulators, ``extra`` (one line)
+    added to each account."""
+    populate_reach(sim)
+    text = config_yaml(sim) + reach_accounts(sim) + matrix_yaml(sim)
+    return text.replace("\n    dialogs:", f"\n    {extra}\n    dialogs:") if extra else text
+
+
 @pytest.mark.parametrize("failure", sorted(FAILURES))
 @pytest.mark.parametrize("provider", PROVIDERS)
 async def test_failure_stays_with_its_provider(
     sim: Simulator, scrape_client: ScrapeClient, provider: str, failure: str
 ) -> None:
     make_fault, reason = FAILURES[failure]
-    populate_reach(sim)
-    client = await scrape_client(config_yaml(sim) + reach_accounts(sim) + matrix_yaml(sim))
+    client = await scrape_client(every_provider_yaml(sim))
     fake(sim, provider).fault = make_fault(provider)
 
     started = time.monotonic()
@@ -153,7 +160,7 @@ async def test_failure_stays_with_its_provider(
     assert set(ups.values()) == {0.0}
     for metric in VALUE_METRICS:
         assert dialog_values(samples, metric, provider) == {}
-    errors = errors_of(samples, provider, reason, account=REACH_ACCOUNT_OF.get(provider, ""))
+    errors = errors_of(samples, provider, reason)
     assert errors is not None
     assert errors >= 1
     for other in PROVIDERS:

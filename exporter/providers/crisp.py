@@ -114,9 +114,10 @@ class CrispFetcher:
                     continue
                 messages += unread
                 conversations += 1
-                waiting = conversation.get("waiting_since")
-                if isinstance(waiting, int) and waiting > 0:
-                    oldest_ms = waiting if oldest_ms is None else min(oldest_ms, waiting)
+                if conversation.get("waiting_since") is not None:  # null: nobody waits
+                    waiting = count(conversation, "waiting_since")  # refuses 400-digit junk
+                    if waiting > 0:
+                        oldest_ms = waiting if oldest_ms is None else min(oldest_ms, waiting)
             if len(items) < PAGE_SIZE:
                 return Reading(
                     messages=messages,
