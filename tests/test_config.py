@@ -810,7 +810,7 @@ def test_load_config_problems_name_the_file(tmp_path: Path) -> None:
     [
         ("missing.yaml", None, ": cannot read the config file: No such file or directory"),
         (".", None, ": cannot read the config file: not a regular file"),
-        ("latin1.yaml", b"accounts:\n  caf\xe9\n", ":2: not UTF-8 text (byte 12)"),
+        ("latin1.yaml", b"accounts:\n  caf\xe9\n", ":2: not UTF-8 text (byte 15)"),
     ],
     ids=["missing", "directory", "not-utf8"],
 )
