@@ -42,6 +42,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _TOP_LEVEL_KEYS = frozenset({"accounts"})
 _YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = f"{_YAML_TAG}merge"
+_STR_TAG = f"{_YAML_TAG}str"
 _PLAIN_COLLECTION_TAGS = frozenset({f"{_YAML_TAG}map", f"{_YAML_TAG}seq"})
 # Far more values than any real config holds; a file beyond it is refused, not walked.
 MAX_NODES = 100_000
@@ -175,6 +176,8 @@ class _Walker:
         PyYAML's constructors fail with ValueError, KeyError, AttributeError... whose text
         quotes the value, so only the tag is named.
         """
+        if node.tag == _STR_TAG and isinstance(node, yaml.ScalarNode):  # most values: fast
+            return node.value
         try:
             return self._constructor.construct_object(node)
         except Exception as exc:  # any constructor failure is the value's fault
@@ -388,17 +391,26 @@ def read_small_file(path: Path, limit: int) -> bytes:
         os.close(fd)
 
 
-def _children(node: yaml.CollectionNode) -> Iterator[tuple[yaml.Node, str | int]]:
-    """The nodes a collection holds, each with its path part; plain keys are not values."""
+_Contents = tuple[list[tuple[yaml.CollectionNode, str | int]], int]
+
+
+def _contents(node: yaml.CollectionNode) -> _Contents:
+    """A collection's collections, each with its path part, and how many scalars it holds
+    (plain keys are names, not values)."""
+    children: list[tuple[yaml.Node, str | int]]
     if isinstance(node, yaml.SequenceNode):
-        yield from ((item, index) for index, item in enumerate(node.value))
-        return
-    for key, value in node.value:
-        if isinstance(key, yaml.ScalarNode):
-            yield value, key.value
-        else:  # refused by the walk, but its size counts until then
-            yield key, "(key)"
-            yield value, "(value)"
+        children = list(zip(node.value, range(len(node.value)), strict=True))
+    else:
+        children = []
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                children.append((value, key.value))
+            else:  # refused by the walk, but its size counts first
+                children += ((key, "(key)"), (value, "(value)"))
+    collections = [
+        (child, part) for child, part in children if isinstance(child, yaml.CollectionNode)
+    ]
+    return collections, len(children) - len(collections)
 
 
 def _check_shape(root: yaml.Node, source: str) -> None:
@@ -412,22 +424,25 @@ def _check_shape(root: yaml.Node, source: str) -> None:
     """
     measured: dict[int, tuple[int, int]] = {}  # id(collection) -> (values expanded, levels)
     in_progress: set[int] = set()
-    pending: list[tuple[yaml.Node, PathKey, bool]] = [(root, (), False)]
+    # (collection, its path, and once its children are queued: them and its scalar count)
+    pending: list[tuple[yaml.CollectionNode, PathKey, _Contents | None]] = []
+    if isinstance(root, yaml.CollectionNode):
+        pending.append((root, (), None))
 
     def refuse(node: yaml.Node, path: PathKey, problem: str) -> ConfigError:
         line = node.start_mark.line + 1
         return ConfigError([f"{source}:{line}: {_dotted(path)}: {problem}"])
 
     while pending:
-        node, path, children_measured = pending.pop()
-        if not isinstance(node, yaml.CollectionNode):
-            continue
+        node, path, contents = pending.pop()
         key = id(node)
-        if children_measured:
+        if contents is not None:  # every child collection is measured
             in_progress.discard(key)
-            values, levels = 1, 0
-            for child, _part in _children(node):
-                child_values, child_levels = measured.get(id(child), (1, 0))
+            collections, values = contents
+            values += 1
+            levels = 0
+            for child, _part in collections:
+                child_values, child_levels = measured[id(child)]
                 values += child_values
                 levels = max(levels, child_levels)
             if values > MAX_NODES:
@@ -443,10 +458,9 @@ def _check_shape(root: yaml.Node, source: str) -> None:
             raise refuse(node, path, f"nested more than {MAX_DEPTH} levels deep")
         else:
             in_progress.add(key)
-            pending.append((node, path, True))
-            pending.extend(
-                (child, (*path, part), False) for child, part in reversed(list(_children(node)))
-            )
+            contents = _contents(node)
+            pending.append((node, path, contents))
+            pending.extend((child, (*path, part), None) for child, part in reversed(contents[0]))
 
 
 def _compose(text: str) -> yaml.Node | None:
@@ -539,6 +553,7 @@ def _parse(
         raw_accounts = []
     accounts: list[AccountConfig] = []
     names: dict[str, int] = {}
+    secrets_dir = base_dir or Path(source).parent
     for index, item in enumerate(raw_accounts):
         name = item.get("name") if isinstance(item, dict) else None
         if isinstance(name, str) and name in names:
@@ -549,7 +564,7 @@ def _parse(
             )
         if isinstance(name, str):
             names.setdefault(name, index)
-        account = _validate_account(walker, item, index, base_dir or Path(source).parent)
+        account = _validate_account(walker, item, index, secrets_dir)
         if account is not None:
             accounts.append(account)
     if walker.problems:
