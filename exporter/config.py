@@ -46,8 +46,8 @@ _STR_TAG = f"{_YAML_TAG}str"
 _PLAIN_COLLECTION_TAGS = frozenset({f"{_YAML_TAG}map", f"{_YAML_TAG}seq"})
 # Far more values than any real config holds; a file beyond it is refused, not walked.
 MAX_NODES = 100_000
-# Collections nested deeper than this are refused (real configs nest 4 levels): the walk
-# recurses per level, and each level costs stack.
+# Collections nested deeper than this are refused (real configs nest at most 6 levels): the
+# walk recurses once per level.
 MAX_DEPTH = 50
 # 10,000 accounts take under 2 MB; a bigger file is refused before it is read into memory.
 MAX_CONFIG_BYTES = 16 * 1024 * 1024
@@ -340,7 +340,7 @@ def _read_secret_files(
             continue
         secret_path = Path(raw_path) if Path(raw_path).is_absolute() else base_dir / raw_path
         try:
-            secret = read_small_file(secret_path, MAX_SECRET_BYTES).decode().rstrip("\r\n")
+            secret = _read_small_file(secret_path, MAX_SECRET_BYTES).decode().rstrip("\r\n")
         except OSError as exc:
             walker.value_problem(where, f"cannot read {secret_path}: {exc.strerror or exc}")
             continue
@@ -363,7 +363,7 @@ def _secret_problem(secret: str) -> str | None:
     return None
 
 
-def read_small_file(path: Path, limit: int) -> bytes:
+def _read_small_file(path: Path, limit: int) -> bytes:
     """The content of ``path``, which must be a regular file of at most ``limit`` bytes.
 
     Opened without blocking and checked on the opened descriptor, so that nothing can swap the
@@ -479,6 +479,9 @@ def _compose(text: str) -> yaml.Node | None:
 
 def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
     """``file:line: not valid YAML: ...`` from a PyYAML error."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, e.g. NUL
+        where = f"{source}:{text.count(chr(10), 0, exc.position) + 1}"
+        return f"{where}: not valid YAML: {exc.reason} (character #x{exc.character:04x})"
     mark = getattr(exc, "problem_mark", None)
     line = f":{mark.line + 1}" if mark is not None else ""
     # PyYAML splits its message: "expected a single document" (context) "but found
@@ -488,9 +491,6 @@ def _yaml_problem(exc: yaml.YAMLError, text: str, source: str) -> str:
     context_mark = getattr(exc, "context_mark", None)
     if context_mark is not None and mark is not None and context_mark.line != mark.line:
         problem += f" (from line {context_mark.line + 1})"  # e.g. where a quote opened
-    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids, e.g. NUL
-        line = f":{text.count(chr(10), 0, exc.position) + 1}"
-        problem = f"{exc.reason} (character #x{exc.character:04x})"
     return f"{source}{line}: not valid YAML: {problem}"
 
 
@@ -500,7 +500,10 @@ def _collector_paused() -> Iterator[None]:
 
     Composing and walking a large file makes hundreds of thousands of small objects, and the
     collector's passes over them were three quarters of the load time at 10,000 accounts
-    (3.9 s of CPU instead of 1.4 s); the objects hold no cycles, so pausing frees nothing late.
+    (3.9 s of CPU instead of 1.4 s). Each pass also holds the interpreter lock throughout, so
+    during a reload in a worker thread it stalled the event loop for up to 1.7 s. The objects
+    hold no cycles, so pausing frees nothing late; the pause is process-wide, which is why
+    reloads run one at a time.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -575,7 +578,7 @@ def _parse(
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> ExporterConfig:
     """Read and validate the config file at ``path``."""
     try:
-        content = read_small_file(Path(path), MAX_CONFIG_BYTES)
+        content = _read_small_file(Path(path), MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file: {exc.strerror or exc}"]) from None
     try:
