@@ -216,7 +216,7 @@ async def ready(request: web.Request) -> web.Response:
 async def reload(request: web.Request) -> web.Response:
     """POST only (aiohttp answers 405 to other methods on this path)."""
     try:
-        config = request.app[EXPORTER_KEY].reload()
+        config = await request.app[EXPORTER_KEY].reload()
     except ConfigError as exc:
         raise web.HTTPInternalServerError(
             text=f"config reload failed; still serving the previous config:\n{exc}\n"

@@ -224,7 +224,8 @@ async def serve(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_quietly(exporter))
+        reloads: set[asyncio.Task[None]] = set()  # held until done, as asyncio requires
+        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_quietly(exporter, reloads))
         await stop.wait()
         log.info("shutting down: finishing scrapes in flight")
         listener.close()
@@ -238,9 +239,16 @@ async def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _reload_quietly(exporter: Exporter) -> None:
-    with contextlib.suppress(ConfigError):  # already logged; the old config keeps serving
-        exporter.reload()
+def _reload_quietly(exporter: Exporter, reloads: set[asyncio.Task[None]]) -> None:
+    """SIGHUP: reload in the background, so the signal handler returns at once."""
+
+    async def reload() -> None:
+        with contextlib.suppress(ConfigError):  # already logged; the old config keeps serving
+            await exporter.reload()
+
+    task = asyncio.get_running_loop().create_task(reload())
+    reloads.add(task)
+    task.add_done_callback(reloads.discard)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,6 +8,7 @@ model) from a changed one and keep its sessions and caches.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, ClassVar
 from urllib.parse import urlsplit
@@ -52,6 +53,10 @@ def parse_duration(value: Any) -> float:
             seconds = sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
     else:
         raise ValueError("expected a duration such as 30s or a number of seconds")
+    if not math.isfinite(seconds):
+        # YAML's .inf and .nan, or "1e999": a timeout that never fires or a TTL that never
+        # expires would only show at run time, as every fetch failing or a stale value forever.
+        raise ValueError("must be a finite duration")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds

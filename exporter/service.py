@@ -4,6 +4,8 @@ Reloading swaps the account runtimes atomically: an account whose config is unch
 its runtime (HTTP sessions such as a QuickBlox token, caches, budget ledger, counters), a
 changed or new one gets a fresh runtime, and a config that fails to load changes nothing. A
 replaced runtime lives on until its refresh in flight ends, for the scrapes waiting on it.
+The file is read and validated in a worker thread (seconds at 10,000 accounts), so scrapes
+and health checks keep being answered meanwhile.
 """
 
 from __future__ import annotations
@@ -49,31 +51,49 @@ class Exporter:
         self.reload_success_timestamp: float | None = None
         self.last_reload_error: str | None = None
         self._retired: set[AccountRuntime] = set()
+        self._reload_lock = asyncio.Lock()
+        self._next_reload: asyncio.Task[ExporterConfig] | None = None
 
     async def start(self) -> None:
         """Open the shared HTTP session and load the config (raises ConfigError)."""
         self._pool = UpstreamPool(self._upstream_connections, {"User-Agent": USER_AGENT})
-        self.reload()
+        await self.reload()
 
-    def reload(self) -> ExporterConfig:
-        """Load the config again; on failure keep serving the old one and re-raise."""
-        try:
-            config = self._load()
-        except ConfigError as exc:
-            self.reload_successful = False
-            self.last_reload_error = str(exc)
-            what = "config reload failed" if self.config is not None else "config load failed"
-            log.error(what, extra={"problems": exc.problems})
-            raise
-        self._apply(config)
-        self.reload_successful = True
-        self.reload_success_timestamp = self._clock()
-        self.last_reload_error = None
-        log.info(
-            "config loaded",
-            extra={"source": config.source, "accounts": len(config.accounts)},
-        )
-        return config
+    async def reload(self) -> ExporterConfig:
+        """Load the config again; on failure keep serving the old one and raise ConfigError.
+
+        One load runs at a time. Requests made while one runs share the next load, which starts
+        when it ends (so it sees an edit made meanwhile): a storm of SIGHUPs and POSTs costs two
+        loads, not a queue of one per request.
+        """
+        if self._next_reload is None:
+            self._next_reload = asyncio.create_task(self._reload_when_free())
+        # Shielded: a POST whose client gives up must not cancel the load others wait for.
+        return await asyncio.shield(self._next_reload)
+
+    async def _reload_when_free(self) -> ExporterConfig:
+        async with self._reload_lock:
+            self._next_reload = None  # requests from now on need a load that starts later
+            try:
+                config = await asyncio.to_thread(self._load)
+            except Exception as exc:
+                # Whatever failed (the loader refuses with ConfigError; a worker thread cannot
+                # start at shutdown), it shows as a failed reload, never as a silent one.
+                error = exc if isinstance(exc, ConfigError) else ConfigError([repr(exc)])
+                self.reload_successful = False
+                self.last_reload_error = str(error)
+                what = "config reload failed" if self.config is not None else "config load failed"
+                log.error(what, extra={"problems": error.problems})
+                raise error from None
+            self._apply(config)
+            self.reload_successful = True
+            self.reload_success_timestamp = self._clock()
+            self.last_reload_error = None
+            log.info(
+                "config loaded",
+                extra={"source": config.source, "accounts": len(config.accounts)},
+            )
+            return config
 
     def _apply(self, config: ExporterConfig) -> None:
         assert self._pool is not None, "start() first"

@@ -489,7 +489,7 @@ def test_missing_secret_file_is_named_with_its_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "problem"),
-    [(b"", "is empty"), (b"\n", "is empty"), (b"\xff\xfe", "is not UTF-8 text")],
+    [(b"", "must not be empty"), (b"\n", "must not be empty"), (b"\xff\xfe", "is not UTF-8 text")],
     ids=["empty", "only-newline", "binary"],
 )
 def test_unusable_secret_file_is_refused(tmp_path: Path, content: bytes, problem: str) -> None:
@@ -691,7 +691,8 @@ def test_alias_bomb_is_refused_quickly() -> None:
     text = "\n".join(levels) + "\naccounts: []\n"
     started = time.monotonic()
     assert refuse(text) == [
-        f"{SOURCE}: the file holds more than {MAX_NODES} values once aliases are expanded"
+        f"{SOURCE}:5: a4: holds more than {MAX_NODES} values "
+        "once aliases and merge keys are expanded"
     ]
     assert time.monotonic() - started < 5.0
 
@@ -839,9 +840,9 @@ def test_load_config_problems_name_the_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "content", "problem"),
     [
-        ("missing.yaml", None, "cannot read the config file: No such file or directory"),
-        (".", None, "cannot read the config file: Is a directory"),
-        ("latin1.yaml", b"accounts: caf\xe9\n", "not UTF-8 text (byte 13)"),
+        ("missing.yaml", None, ": cannot read the config file: No such file or directory"),
+        (".", None, ": cannot read the config file: not a regular file"),
+        ("latin1.yaml", b"accounts:\n  caf\xe9\n", ":2: not UTF-8 text (byte 15)"),
     ],
     ids=["missing", "directory", "not-utf8"],
 )
@@ -853,4 +854,4 @@ def test_load_config_unreadable_file(
         path.write_bytes(content)
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
-    assert caught.value.problems == [f"{path}: {problem}"]
+    assert caught.value.problems == [f"{path}{problem}"]
