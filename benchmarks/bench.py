@@ -30,6 +30,8 @@ UP_FAMILY = b"# TYPE chat_unread_up gauge\n"
 
 # Goals (from the benchmark issue).
 CPU_VS_FLOOR = 2.0
+# Issue 10: exporter CPU per upstream call, rendering included, against the floor's per request.
+CPU_PER_CALL_VS_FLOOR = 1.5
 WALL_VS_BOUND = 1.25
 PEAK_RSS_LIMIT_MB = 120.0
 PEAK_RSS_AT_DIALOGS = 5000
@@ -182,6 +184,7 @@ class Report:
     """Everything measured for one scenario."""
 
     scenario: sc.Scenario
+    latency: float
     startup_seconds: float
     rss_start_mb: float
     single: list[Measured]
@@ -228,6 +231,10 @@ class Report:
         return self.cpu_per_dialog_ms / self.floor.cpu_per_request_ms
 
     @property
+    def cpu_per_call_vs_floor(self) -> float:
+        return self.cpu_per_call_ms / self.floor.cpu_per_request_ms
+
+    @property
     def concurrent_wall(self) -> float:
         return statistics.median(m.wall for m in self.concurrent)
 
@@ -250,10 +257,11 @@ async def run_scenario(
     settings: Settings, scenario: sc.Scenario, log: Callable[[str], None]
 ) -> Report:
     """All phases of one scenario against fresh simulator and exporter processes."""
+    latency = settings.latency if scenario.latency is None else scenario.latency
     connector = aiohttp.TCPConnector(limit=0)
     async with (
         aiohttp.ClientSession(connector=connector, timeout=CLIENT_TIMEOUT) as session,
-        procs.simulators(scenario, settings.latency) as sim,
+        procs.simulators(scenario, latency) as sim,
     ):
         config = sc.config_yaml(scenario, sim.urls)
         async with procs.exporter(config, session) as exporter:
@@ -284,6 +292,7 @@ async def run_scenario(
             expo = await baselines.exposition(config, n, settings.render_repeats)
             report = Report(
                 scenario=scenario,
+                latency=latency,
                 startup_seconds=exporter.startup_seconds,
                 rss_start_mb=rss_start,
                 single=single,
@@ -415,17 +424,16 @@ Cell = Callable[[Report], str]
 
 def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[str, Cell | None]]:
     """(label, cell) per printed row; a ``None`` cell makes the label a section title."""
-    latency = settings.latency
     concurrent = settings.concurrent_scrapers
 
     def total_calls(r: Report) -> str:
         return f"{_n(r.upstream_calls)} / {_n(r.scenario.minimum_calls().total())}"
 
     def critical(r: Report) -> str:
-        return f"{r.scenario.critical_path()} x {latency * 1000:.0f} ms"
+        return f"{r.scenario.critical_path()} x {r.latency * 1000:.0f} ms"
 
     def wall_vs_critical(r: Report) -> str:
-        return f"{r.wall / max(r.scenario.critical_path() * latency, r.cpu):.2f}x"
+        return f"{r.wall / max(r.scenario.critical_path() * r.latency, r.cpu):.2f}x"
 
     def concurrent_calls(r: Report) -> str:
         return ", ".join(_n(c) for c in r.concurrent_calls)
@@ -445,6 +453,7 @@ def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[s
 
     return [
         ("accounts / dialogs", lambda r: f"{r.scenario.accounts} / {_n(r.scenario.dialogs)}"),
+        ("upstream latency", lambda r: _ms(r.latency)),
         ("exporter startup (config load)", lambda r: f"{r.startup_seconds:.1f} s"),
         ("Upstream calls per scrape (made / provider minimum)", None),
         ("  crisp (conversations + backlog pages)", lambda r: _calls(r, "crisp")),
@@ -455,11 +464,11 @@ def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[s
         ("  total", total_calls),
         (f"One scrape at a time ({settings.scrapes} scrapes: median wall, mean CPU)", None),
         ("  scrape wall time", lambda r: _ms(r.wall)),
-        ("  scrape wall / upstream latency", lambda r: f"{r.wall / latency:.1f}x"),
+        ("  scrape wall / upstream latency", lambda r: f"{r.wall / r.latency:.1f}x"),
         ("  exporter CPU per scrape", lambda r: _ms(r.cpu)),
         ("  exporter CPU per dialog", lambda r: f"{r.cpu_per_dialog_ms:.3f} ms"),
         ("  exporter CPU per upstream call", lambda r: f"{r.cpu_per_call_ms:.3f} ms"),
-        ("  wall / max(latency, exporter CPU)", lambda r: f"{r.wall / max(latency, r.cpu):.2f}x"),
+        ("  wall / max(latency, exporter CPU)", lambda r: f"{r.wall / max(r.latency, r.cpu):.2f}x"),
         ("  upstream critical path (sequential trips)", critical),
         ("  wall / max(critical path, exporter CPU)", wall_vs_critical),
         ("  simulator CPU per scrape (other process)", lambda r: _ms(r.sim_cpu)),
@@ -474,7 +483,9 @@ def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[s
         ("  peak RSS (VmHWM) after the scrapes above", lambda r: f"{r.peak_rss_mb:.1f} MB"),
         ("Exposition (in-process, the exporter's collectors)", None),
         ("  series / text size", expo_size),
-        ("  render time (generate_latest)", lambda r: f"{r.exposition.render_ms:.1f} ms"),
+        ("  render time (exporter.render)", lambda r: f"{r.exposition.render_ms:.1f} ms"),
+        ("  render time (prometheus_client generate_latest)",
+         lambda r: f"{r.exposition.generate_latest_ms:.1f} ms"),
         ("  gzip time (zlib default level)", lambda r: f"{r.exposition.gzip_ms:.1f} ms"),
         ("Baselines (benchmark process, same simulators)", None),
         ("  naive sequential loop, wall", lambda r: f"{r.naive.seconds:,.1f} s"),
@@ -483,6 +494,8 @@ def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[s
         ("  floor: bare concurrent aiohttp, wall", lambda r: _ms(r.floor.wall_seconds)),
         ("  floor: CPU per request", lambda r: f"{r.floor.cpu_per_request_ms:.3f} ms"),
         ("  exporter CPU per dialog / floor per request", lambda r: f"{r.cpu_vs_floor:.2f}x"),
+        ("  exporter CPU per upstream call / floor per request",
+         lambda r: f"{r.cpu_per_call_vs_floor:.2f}x"),
         ("  exporter CPU per scrape / floor per scrape", floor_ratio_per_scrape),
     ]  # fmt: skip
 
@@ -545,7 +558,16 @@ def goals(settings: Settings, reports: Sequence[Report]) -> list[Goal]:
                 f"{r.cpu_per_dialog_ms:.3f} ms vs {CPU_VS_FLOOR * floor:.3f} ms",
             )
         )
-        bound = max(settings.latency, r.cpu)
+        out.append(
+            Goal(
+                f"{tag} exporter CPU per upstream call <= {CPU_PER_CALL_VS_FLOOR:g}x floor CPU "
+                "per request",
+                r.cpu_per_call_vs_floor <= CPU_PER_CALL_VS_FLOOR,
+                f"{r.cpu_per_call_ms:.3f} ms vs {CPU_PER_CALL_VS_FLOOR * floor:.3f} ms "
+                f"({r.cpu_per_call_vs_floor:.2f}x)",
+            )
+        )
+        bound = max(r.latency, r.cpu)
         out.append(
             Goal(
                 f"{tag} scrape wall <= {WALL_VS_BOUND:g} x max(latency, scrape CPU)",
@@ -638,9 +660,11 @@ def goals(settings: Settings, reports: Sequence[Report]) -> list[Goal]:
 
 def header(settings: Settings) -> str:
     mode = "quick smoke mode" if settings.quick else "full run"
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return f"""\
 chat-unread-exporter benchmark ({mode}): upstream latency {settings.latency * 1000:.0f} ms per
-request, {os.cpu_count()} cores, Python {platform.python_version()}.
+request unless a scenario sets its own, {os.cpu_count()} cores, Python
+{platform.python_version()}, load average at the end {load} (1 / 5 / 15 min).
 Three processes: the simulators (all four providers in one process), the exporter (its console
 script on a generated config) and this one (scrapes over HTTP; runs the floor, the naive
 baseline and the exposition timing). Note: on 2 cores the simulator process is itself CPU-bound
@@ -655,7 +679,9 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--quick", action="store_true", help="short smoke run (< 30 s)")
     parser.add_argument(
-        "--scenarios", help=f"comma-separated, from {', '.join(sc.SCENARIOS)} (default: 1k,5k)"
+        "--scenarios",
+        help=f"comma-separated, from {', '.join(sc.SCENARIOS)} (default: 1k,5k,300x3; "
+        "--quick: 1k,300x3)",
     )
     parser.add_argument("--latency", type=float, default=0.1, help="upstream seconds (0.1)")
     parser.add_argument("--growth-scrapes", type=int, help="scrapes for RSS growth (500)")
@@ -666,7 +692,9 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
     args = parser.parse_args(argv)
     quick: bool = args.quick
-    names = tuple((args.scenarios or ("1k" if quick else "1k,5k")).replace(" ", "").split(","))
+    names = tuple(
+        (args.scenarios or ("1k,300x3" if quick else "1k,5k,300x3")).replace(" ", "").split(",")
+    )
     if unknown := [n for n in names if n not in sc.SCENARIOS]:
         parser.error(f"unknown scenario {unknown[0]!r}")
     long_scenario: str = args.long_scenario or names[0]

@@ -51,6 +51,8 @@ class Scenario:
     sendbird_accounts: int
     sendbird_dialogs: int
     quickblox_ids: tuple[int, ...]
+    # The upstream latency this scenario is defined at (None: the run's --latency).
+    latency: float | None = None
 
     @property
     def accounts(self) -> int:
@@ -136,6 +138,21 @@ SCENARIOS = {
         sendbird_accounts=60,
         sendbird_dialogs=20,
         quickblox_ids=(14,) * 36 + (214,) * 4,
+    ),
+    # Many small accounts (issue 10): 300 Sendbird accounts x 3 dialogs at 200 ms latency, where
+    # the exporter's cost per account and per series (tasks, self-metric series, rendering)
+    # weighs most against the cost of the requests themselves.
+    "300x3": Scenario(
+        name="300x3",
+        crisp_accounts=0,
+        crisp_sessions=0,
+        crisp_backlog_extra=0,
+        imkit_accounts=0,
+        imkit_dialogs=0,
+        sendbird_accounts=300,
+        sendbird_dialogs=3,
+        quickblox_ids=(),
+        latency=0.2,
     ),
     # The --quick smoke mode's own small world.
     "smoke": Scenario(

@@ -23,6 +23,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
+from exporter.render import encoder_for
 from exporter.scrape import AccountResult, observe_all
 from exporter.service import Exporter, UnknownTargetError
 from exporter.webconfig import WebConfig
@@ -92,6 +93,8 @@ _SERVED_VERSIONS: Final[Mapping[str, frozenset[str]]] = MappingProxyType(
 def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
     """Encoder and Content-Type for an Accept header; any header at all gets an answer.
 
+    prometheus_client chooses the format; the exporter's own renderer writes it (``render``).
+
     Media ranges asking for a version of a format that is not served are skipped, as HTTP
     content negotiation would; when none is left, the answer is the Prometheus text format.
     """
@@ -103,7 +106,8 @@ def negotiate(accept: str) -> tuple[Callable[[CollectorRegistry], bytes], str]:
         asked = [p.strip().split("=", 1)[1] for p in params if p.strip().startswith("version=")]
         if all(version in versions for version in asked):
             served.append(media_range)
-    return choose_encoder(",".join(served))
+    _, content_type = choose_encoder(",".join(served))
+    return encoder_for(content_type), content_type
 
 
 async def _render(request: web.Request, registry: CollectorRegistry) -> web.StreamResponse:
