@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exporter import __version__
+from exporter import __version__, gc_policy
 from exporter.app import make_app
 from exporter.config import ConfigError, ExporterConfig, load_config, parse_config
 from exporter.connections import (
@@ -179,6 +179,7 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
 
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config."""
+    gc_policy.apply()
     host, port = parse_listen_address(args.listen)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     ssl_context = web_config.ssl_context()
