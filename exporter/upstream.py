@@ -217,16 +217,23 @@ class UpstreamPool:
 
     @contextlib.asynccontextmanager
     async def connection(self, wait: float) -> AsyncIterator[None]:
-        """Hold one of the ``limit`` connections; raise FetchError after ``wait`` seconds."""
-        try:
-            async with asyncio.timeout(wait):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise FetchError(
-                Reason.TIMEOUT,
-                f"all {self.limit} upstream connections (the exporter-wide bound, from the "
-                f"open-file limit) stayed busy for {wait:g}s",
-            ) from None
+        """Hold one of the ``limit`` connections; raise FetchError after ``wait`` seconds.
+
+        Only a wait for a free slot arms a timer: a free one is taken at once, and a timer per
+        request is a measurable share of a scrape's CPU (issue 10).
+        """
+        if self._slots.locked():
+            try:
+                async with asyncio.timeout(wait):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise FetchError(
+                    Reason.TIMEOUT,
+                    f"all {self.limit} upstream connections (the exporter-wide bound, from the "
+                    f"open-file limit) stayed busy for {wait:g}s",
+                ) from None
+        else:
+            await self._slots.acquire()
         try:
             yield
         finally:
@@ -353,6 +360,8 @@ class Upstream:
             raise FetchError(
                 Reason.BAD_RESPONSE, f"body of {declared} bytes exceeds {self._max_body_bytes}"
             )
+        if declared is not None:  # aiohttp reads exactly the declared length, in one call
+            return await resp.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
