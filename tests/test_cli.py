@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -326,11 +327,47 @@ def test_listen_address_in_use_exits_1() -> None:
     assert "in use" in result.stderr
 
 
+def test_listen_host_that_idna_refuses_exits_1() -> None:
+    host = "a" * 64  # a label longer than DNS allows: a ValueError, not an OSError
+    result = run_cli("--demo", f"--web.listen-address={host}:{free_port()}")
+    assert result.returncode == 1
+    assert "cannot start: cannot listen on " in result.stderr
+
+
 def test_missing_web_config_file_exits_1(tmp_path: Path) -> None:
     missing = tmp_path / "web.yml"
     result = run_cli("--demo", "--web.config.file", str(missing))
     assert result.returncode == 1
     assert f"cannot start: web config {missing}: file not found" in result.stderr
+
+
+def test_an_unexpected_error_shows_its_traceback(tmp_path: Path) -> None:
+    """Only the foreseen refusals are one "cannot start" line; any other error propagates, so
+    Python prints its traceback and the exit status is 1.
+
+    The unexpected error is real, nothing patched: with its open-file limit at the few that
+    Python needs to start, the exporter cannot make its event loop (an OSError, which used to
+    be printed as "cannot start: [Errno 24] Too many open files" without a traceback). The
+    lowest limit at which the interpreter itself starts is searched, as it varies by machine.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_text(valid_config_text().replace("${CHECK_TEST_CRISP_KEY}", "crisp-key"))
+    command = [str(EXE), "--config.file", str(path), f"--web.listen-address=:{free_port()}"]
+    for limit in range(4, 12):
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),  # noqa: B023
+        )
+        if "Fatal Python error" not in result.stderr:  # the interpreter started
+            break
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" not in result.stderr
+    assert "Traceback (most recent call last):" in result.stderr
+    assert "OSError: [Errno 24] Too many open files" in result.stderr
 
 
 # --------------------------------------------------------------------------------------------
