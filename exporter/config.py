@@ -242,13 +242,16 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     return message
 
 
-def _duplicate_dialog_names(walker: _Walker, item: dict[str, Any], path: PathKey) -> bool:
-    """Report each reused dialog name at its own line (the model only says "used twice")."""
+def _duplicate_dialog_names(walker: _Walker, item: dict[str, Any], path: PathKey) -> None:
+    """Report each reused dialog name at its own line.
+
+    The one check of this rule: it runs on the raw entries, before the model, so that it can
+    name the line of the second use, which a model validator could not.
+    """
     dialogs = item.get("dialogs")
     if not isinstance(dialogs, list):
-        return False
+        return
     first: dict[str, int] = {}
-    found = False
     for index, dialog in enumerate(dialogs):
         name = dialog.get("name") if isinstance(dialog, dict) else None
         if not isinstance(name, str):
@@ -258,9 +261,7 @@ def _duplicate_dialog_names(walker: _Walker, item: dict[str, Any], path: PathKey
                 (*path, "dialogs", index, "name"),
                 f"dialog name {name!r} is already used by dialogs[{first[name]}]",
             )
-            found = True
         first.setdefault(name, index)
-    return found
 
 
 def _validate_account(
@@ -284,7 +285,7 @@ def _validate_account(
         walker.problem((*path, "provider"), f"provider {detail} (known: {known})")
         return None
     item = _read_secret_files(walker, item, path, provider.account_model.secret_fields, base_dir)
-    duplicate_dialogs = _duplicate_dialog_names(walker, item, path)
+    _duplicate_dialog_names(walker, item, path)
     try:
         account: AccountConfig = provider.account_model.model_validate(item)
     except ValidationError as exc:
@@ -296,8 +297,6 @@ def _validate_account(
                 loc[: len(error["loc"])] == error["loc"] for loc in deeper
             ):
                 continue  # pydantic also calls a list short when one of its items failed
-            if duplicate_dialogs and error["loc"] == ("dialogs",):
-                continue  # reported above, at the line of the second use
             where = (*path, *_loc_to_path(error["loc"], item))
             if where in walker.failed:
                 continue  # an unset ${VAR} or unreadable file: one problem, not two
