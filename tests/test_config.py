@@ -600,7 +600,7 @@ REFUSALS: list[tuple[str, str, str, str, int, str]] = [
     ("empty-dialogs", SENDBIRD.split("    dialogs:")[0] + "    dialogs: []\n",
      "accounts[0].dialogs", "dialogs: []", 1, "must list at least one entry"),
     ("dialogs-mapping", SENDBIRD.split("    dialogs:")[0] + "    dialogs:\n      name: a\n",
-     "accounts[0].dialogs", "name: a", 1, "Input should be a list"),
+     "accounts[0].dialogs", "name: a", 1, "must be a list"),
     ("quickblox-two-auth-modes", with_fields(QB_API_KEY, "token: qb-token"), "accounts[0]",
      "- name: qb", 1,
      "set exactly one of api_key, token, or application_id/auth_key/auth_secret"),
