@@ -292,7 +292,9 @@ def test_config_check_covers_the_web_config(tmp_path: Path) -> None:
     missing = run_cli(*base, str(tmp_path / "nope.yml"))
     assert missing.returncode == 1
     nope = tmp_path / "nope.yml"
-    assert f"web config {nope} is invalid:\n  {nope}: file not found" in missing.stderr
+    assert (
+        f"web config {nope} is invalid:\n  {nope}: cannot read the file: No such" in missing.stderr
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -338,7 +340,7 @@ def test_missing_web_config_file_exits_1(tmp_path: Path) -> None:
     missing = tmp_path / "web.yml"
     result = run_cli("--demo", "--web.config.file", str(missing))
     assert result.returncode == 1
-    assert f"cannot start: web config {missing}: file not found" in result.stderr
+    assert f"cannot start: web config {missing}: cannot read the file: No such" in result.stderr
 
 
 def test_an_unexpected_error_shows_its_traceback(tmp_path: Path) -> None:
