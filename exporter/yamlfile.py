@@ -43,9 +43,10 @@ PathKey = tuple[str | int, ...]
 _PATH_PARTS = 12  # a path in a message shows at most this many parts ...
 _PATH_PART_CHARS = 60  # ... of at most this many characters each
 
-# pydantic's wording for a value of the wrong type names Python types ("a valid dictionary or
-# instance of TLSServerConfig"); a YAML author knows mappings and lists.
-_TYPE_MESSAGES = {
+# pydantic's wording, for the errors a YAML author meets most, names Python types ("a valid
+# dictionary or instance of TLSServerConfig"); these say it in terms of the file. Other errors
+# keep pydantic's message (or the validator's), minus any echo of the value.
+_MESSAGES = {
     "model_type": "must be a mapping",
     "model_attributes_type": "must be a mapping",
     "dict_type": "must be a mapping",
@@ -225,8 +226,8 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
 
 def _pydantic_message(error: Mapping[str, Any]) -> str:
     kind = error.get("type", "")
-    if kind in _TYPE_MESSAGES:
-        return _TYPE_MESSAGES[kind]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     value = error.get("input")
     if isinstance(value, str) and value and repr(value) in message:
