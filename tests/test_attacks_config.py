@@ -23,8 +23,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import ConfigError, load_config
-from tests.conftest import parse, value
-from tests.support import EXE
+from tests.support import EXE, parse, value
 from tests.test_cli import Running, eventually, serving
 
 HANG_GUARD = 20.0  # seconds: far beyond any refusal; only a hang or a memory blow-up reaches it

@@ -27,7 +27,7 @@ from tests.conformance.harness import (
     setting,
     sole,
 )
-from tests.conftest import VIP, WEBSITE, populate
+from tests.support import VIP, WEBSITE, populate
 
 try:
     import crisp_api

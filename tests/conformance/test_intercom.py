@@ -29,7 +29,7 @@ from tests.conformance.harness import (
     setting,
     sole,
 )
-from tests.reach import (
+from tests.support import (
     INTERCOM_ADMIN,
     INTERCOM_TEAM,
     INTERCOM_WAITING,

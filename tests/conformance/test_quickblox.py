@@ -33,7 +33,7 @@ from tests.conformance.harness import (
     run_node,
     setting,
 )
-from tests.conftest import QB_DIALOGS, QB_USER, populate
+from tests.support import QB_DIALOGS, QB_USER, populate
 
 SESSION = "/session.json"
 UNREAD = "/chat/Message/unread.json"

@@ -31,7 +31,7 @@ from tests.conformance.harness import (
     setting,
     sole,
 )
-from tests.conftest import populate
+from tests.support import populate
 
 USER = "agent-42"
 PATH = f"/v3/users/{USER}/unread_item_count"

@@ -31,7 +31,7 @@ from tests.conformance.harness import (
     setting,
     sole,
 )
-from tests.reach import populate_reach
+from tests.support import populate_reach
 
 # case -> the users of the request; the exporter account of a case has the case's name and one
 # dialog per user, so it asks for one user alone and for several in one batch.
