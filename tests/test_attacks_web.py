@@ -30,8 +30,17 @@ from aiohttp.test_utils import TestClient
 from exporter.app import make_app
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from tests.conftest import ClientFactory, ExporterFactory, config_yaml
-from tests.support import EXE, Server, free_port, http_status, wait_for, wait_ready
+from tests.support import (
+    EXE,
+    ClientFactory,
+    ExporterFactory,
+    Server,
+    config_yaml,
+    free_port,
+    http_status,
+    wait_for,
+    wait_ready,
+)
 
 HSTS = "max-age=31536000"
 PASSWORD = "scrape-password"

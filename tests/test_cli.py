@@ -30,7 +30,10 @@ import pytest
 
 from exporter import __version__
 from exporter.simulator import FakeProvider, FakeQuickBlox, Fault, Simulator
-from tests.conftest import (
+from tests.support import (
+    DEMO_ACCOUNTS,
+    DEMO_DIALOGS,
+    EXE,
     IMKIT_TOKEN,
     QB_DIALOGS,
     QB_USER,
@@ -38,10 +41,10 @@ from tests.conftest import (
     assert_populated_values,
     config_yaml,
     dialog_values,
+    free_port,
     parse,
     value,
 )
-from tests.support import DEMO_ACCOUNTS, DEMO_DIALOGS, EXE, free_port
 
 DEADLINE = 10.0  # generous: only a broken exporter takes this long
 FLAGS = (
@@ -421,7 +424,7 @@ def replace_line(text: str, field: str, new: str) -> str:
 
 
 def config_with_secrets_outside(sim: Simulator, folder: Path, extra: str = "") -> str:
-    """conftest's four accounts, with credentials from the environment and from files.
+    """``config_yaml``'s four accounts, with credentials from the environment and from files.
 
     The files are named relative to the config file, except the Sendbird token's, which is
     absolute; the environment variables are those of :func:`secret_env`.

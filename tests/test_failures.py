@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from exporter.simulator import FakeProvider, Fault, Simulator
-from tests.conftest import (
+from tests.support import (
     QB_DIALOGS,
     ScrapeClient,
     config_yaml,
@@ -22,8 +22,9 @@ from tests.conftest import (
     get_metrics,
     matrix_yaml,
     parse,
+    populate_reach,
+    reach_accounts,
 )
-from tests.reach import populate_reach, reach_accounts
 
 PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream", "matrix")
 VALUE_METRICS = (

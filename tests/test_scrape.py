@@ -10,7 +10,7 @@ import asyncio
 from exporter.providers.base import FetchError, Reason
 from exporter.scrape import observe_all
 from exporter.simulator import Fault, Simulator
-from tests.conftest import (
+from tests.support import (
     ExporterFactory,
     FakeClock,
     ScrapeClient,
