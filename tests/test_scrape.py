@@ -130,8 +130,8 @@ accounts:
     assert spent <= 500
     assert spent >= 450  # and the budget is used, not wasted
     assert served == 86400 // 5  # every scrape was served a value
-    assert runtime.upstream.budget is not None
-    assert runtime.upstream.budget.spent(clock.now - 5) == spent
+    assert runtime.budget is not None
+    assert runtime.budget.spent(clock.now - 5) == spent
 
 
 async def test_budget_is_exposed(

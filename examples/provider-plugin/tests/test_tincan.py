@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from exporter.providers.base import FetchError, Outcome, Reading, Reason
-from exporter.upstream import Upstream
+from exporter.upstream import Upstream, UpstreamPool
 
 from chat_unread_tincan.provider import PROVIDER, TincanAccount
 from chat_unread_tincan.simulator import FakeTincan
@@ -24,9 +23,12 @@ async def fetch(url: str, dialogs: list[dict[str, Any]], key: str = KEY) -> dict
         {"name": "t", "provider": "tincan", "base_url": url, "api_key": key, "dialogs": dialogs}
     )
     outcomes: dict[str, Outcome] = {}
-    async with aiohttp.ClientSession() as session:
-        fetcher = PROVIDER.make_fetcher(account, Upstream(session, account))
+    pool = UpstreamPool(limit=10, headers={})
+    try:
+        fetcher = PROVIDER.make_fetcher(account, Upstream(pool, account))
         await fetcher.fetch(account.dialogs, outcomes.__setitem__)
+    finally:
+        await pool.close()
     return outcomes
 
 
