@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 ErrorMessages = Callable[[Any], list[str]]
 """A decoded error body (any JSON value) to the messages it carries, most telling first."""
@@ -88,3 +89,24 @@ def common_retry_after(body: Any) -> float | None:
     ``X-RateLimit-*``) are read for every provider and take precedence.
     """
     return non_negative_number(body.get("retryAfter")) if isinstance(body, dict) else None
+
+
+class Envelope(Protocol):
+    """How a provider's error bodies read; every ``Provider`` is one."""
+
+    @property
+    def error_messages(self) -> ErrorMessages: ...
+
+    @property
+    def retry_after(self) -> RetryHint: ...
+
+
+@dataclass(frozen=True)
+class CommonEnvelope:
+    """The envelope of a provider that states none of its own: the common shapes."""
+
+    error_messages: ErrorMessages = common_error_messages
+    retry_after: RetryHint = common_retry_after
+
+
+COMMON_ENVELOPE = CommonEnvelope()

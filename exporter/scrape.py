@@ -178,8 +178,7 @@ class AccountRuntime:
             pool,
             account,
             self,
-            error_messages=provider.error_messages,
-            retry_after=provider.retry_after,
+            envelope=provider,
             clock=clock,
         )
         self.fetcher: AccountFetcher = provider.make_fetcher(account, self._upstream)

@@ -30,10 +30,10 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from exporter.envelope import (
+    COMMON_ENVELOPE,
+    Envelope,
     ErrorMessages,
-    RetryHint,
     common_error_messages,
-    common_retry_after,
     non_negative_number,
 )
 from exporter.models import AccountConfig
@@ -111,6 +111,9 @@ class Unaccounted:
 
     def on_request(self, note: RequestNote) -> None:
         """Nothing is kept."""
+
+
+UNACCOUNTED = Unaccounted()
 
 
 def _epoch_or_delta(value: float, now: float) -> float:
@@ -237,25 +240,24 @@ class UpstreamPool:
 class Upstream:
     """One account's view of the shared HTTP session; every request is reported to ``ledger``.
 
-    ``error_messages`` and ``retry_after`` read the provider's error envelope (its
-    ``Provider`` hooks); the defaults read the common shapes.
+    ``envelope`` reads the provider's error bodies: the account's ``Provider`` (its
+    ``error_messages`` and ``retry_after`` hooks); the default reads the common shapes.
     """
 
     def __init__(
         self,
         pool: UpstreamPool,
         account: AccountConfig,
-        ledger: RequestLedger | None = None,
+        ledger: RequestLedger = UNACCOUNTED,
         *,
-        error_messages: ErrorMessages = common_error_messages,
-        retry_after: RetryHint = common_retry_after,
+        envelope: Envelope = COMMON_ENVELOPE,
         clock: Clock = time.time,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._pool = pool
-        self._ledger = ledger if ledger is not None else Unaccounted()
-        self._error_messages = error_messages
-        self._retry_after = retry_after
+        self._ledger = ledger
+        self._error_messages = envelope.error_messages
+        self._retry_after = envelope.retry_after
         self.max_concurrency = account.max_concurrency
         self._semaphore = asyncio.Semaphore(account.max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=account.timeout)
