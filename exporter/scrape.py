@@ -188,7 +188,7 @@ class AccountRuntime:
 
     @property
     def last_round(self) -> Round | None:
-        """The newest refresh, finished or not (for the landing page)."""
+        """The newest refresh, finished or not."""
         return self._last_round
 
     @property
