@@ -32,6 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.service import Exporter
 from exporter.simulator import (
     CrispConversation,
+    FakeProvider,
     IMKitRoom,
     IntercomConversation,
     MatrixRoom,
@@ -590,3 +591,24 @@ async def get_metrics(
     response = await client.get(path, headers=headers)
     assert response.status == 200, await response.text()
     return parse(await response.text())
+
+
+def fake(sim: Simulator, provider: str) -> FakeProvider:
+    """The simulator of ``provider`` (for injecting faults by provider name)."""
+    return {
+        "crisp": sim.crisp,
+        "quickblox": sim.quickblox,
+        "imkit": sim.imkit,
+        "sendbird": sim.sendbird,
+        "intercom": sim.intercom,
+        "stream": sim.stream,
+        "matrix": sim.matrix,
+    }[provider]
+
+
+def every_provider_yaml(sim: Simulator, extra: str = "") -> str:
+    """A config with an account of every provider over the simulators, ``extra`` (one line)
+    added to each account."""
+    populate_reach(sim)
+    text = config_yaml(sim) + reach_accounts(sim) + matrix_yaml(sim)
+    return text.replace("\n    dialogs:", f"\n    {extra}\n    dialogs:") if extra else text

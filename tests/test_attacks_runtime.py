@@ -38,18 +38,14 @@ from tests.support import (
     config_yaml,
     dialog_values,
     errors_of,
+    every_provider_yaml,
+    fake,
     free_port,
     get_metrics,
     parse,
     value,
 )
-from tests.test_failures import (
-    FAILURES,
-    PROVIDERS,
-    every_provider_yaml,
-    fake,
-    success_body_with,
-)
+from tests.test_failures import FAILURES, PROVIDERS, success_body_with
 
 Client = TestClient[web.Request, web.Application]
 # X-Prometheus-Scrape-Timeout-Seconds of 1: the scrape waits 0.5 s for upstream.

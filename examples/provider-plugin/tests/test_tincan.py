@@ -23,9 +23,9 @@ async def fetch(url: str, dialogs: list[dict[str, Any]], key: str = KEY) -> dict
         {"name": "t", "provider": "tincan", "base_url": url, "api_key": key, "dialogs": dialogs}
     )
     outcomes: dict[str, Outcome] = {}
-    pool = UpstreamPool(limit=8, headers={})
+    pool = UpstreamPool(limit=10, headers={})
     try:
-        fetcher = PROVIDER.make_fetcher(account, Upstream(pool, account))
+        fetcher = PROVIDER.make_fetcher(account, Upstream(pool, account, envelope=PROVIDER))
         await fetcher.fetch(account.dialogs, outcomes.__setitem__)
     finally:
         await pool.close()
@@ -56,11 +56,21 @@ async def test_values_come_from_each_agents_inbox(tincan: tuple[FakeTincan, str]
 
 
 @pytest.mark.parametrize(
-    ("setup", "key", "reason"),
+    ("setup", "key", "reason", "detail"),
     [
-        (lambda fake: None, "wrong-key-456", Reason.AUTH),
-        (lambda fake: None, KEY, Reason.NOT_FOUND),
-        (lambda fake: setattr(fake, "rate_limited", 1), KEY, Reason.RATE_LIMITED),
+        (
+            lambda fake: None,
+            "wrong-key-456",
+            Reason.AUTH,
+            "HTTP 401: unauthorized; missing or wrong Tincan-Key",
+        ),
+        (lambda fake: None, KEY, Reason.NOT_FOUND, "HTTP 404: not_found; no inbox for agent carol"),
+        (
+            lambda fake: setattr(fake, "rate_limited", 1),
+            KEY,
+            Reason.RATE_LIMITED,
+            "HTTP 429: rate_limited; slow down (retry in 30s)",
+        ),
     ],
     ids=["wrong key", "unknown agent", "throttled"],
 )
@@ -69,6 +79,7 @@ async def test_errors_are_classified_per_dialog(
     setup: Callable[[FakeTincan], None],
     key: str,
     reason: Reason,
+    detail: str,
 ) -> None:
     fake, url = tincan
     fake.set_inbox("bob", messages=2)
@@ -76,6 +87,7 @@ async def test_errors_are_classified_per_dialog(
     outcome = (await fetch(url, [{"name": "x", "agent_id": "carol"}], key))["x"]
     assert isinstance(outcome, FetchError)
     assert outcome.reason is reason
+    assert outcome.detail == detail  # read with the provider's own error_messages
     assert key not in outcome.detail
 
 
