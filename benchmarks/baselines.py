@@ -148,7 +148,7 @@ async def exposition(config_yaml: str, dialogs: int, repeats: int) -> Exposition
             started = time.perf_counter()
             registry = CollectorRegistry(auto_describe=False)
             registry.register(DialogCollector(results))
-            registry.register(SelfCollector(runtimes, status, time.time()))
+            registry.register(SelfCollector([rt.snapshot() for rt in runtimes], status))
             body = render(registry)
             rendered = time.perf_counter()
             compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)

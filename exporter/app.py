@@ -6,12 +6,10 @@ for that request, so concurrent scrapes never share metric state.
 
 from __future__ import annotations
 
-import asyncio
 import html
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote
@@ -24,7 +22,7 @@ from exporter import __version__
 from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
 from exporter.render import encoder_for
-from exporter.scrape import AccountResult, observe_all
+from exporter.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
 from exporter.service import Exporter, UnknownTargetError
 from exporter.webconfig import WebConfig
 
@@ -53,18 +51,10 @@ def scrape_timeout(request: web.Request) -> float:
     return max(seconds - SCRAPE_TIMEOUT_OFFSET, seconds / 2)
 
 
-@dataclass
-class RenderedInFlight:
-    """/metrics bodies being fetched and rendered now, by content type and deadline.
-
-    Scrapes that arrive while one is in flight wait for its body instead of rendering their
-    own: at thousands of dialogs, rendering is a sizeable share of a scrape's CPU and memory.
-    """
-
-    bodies: dict[str, asyncio.Task[bytes]] = field(default_factory=dict)
-
-
-IN_FLIGHT_KEY = web.AppKey("metrics_in_flight", RenderedInFlight)
+# /metrics bodies being fetched and rendered now, by content type and deadline. Scrapes that
+# arrive while one is in flight wait for its body instead of rendering their own: at thousands
+# of dialogs, rendering is a sizeable share of a scrape's CPU and memory.
+IN_FLIGHT_KEY = web.AppKey("metrics_in_flight", SharedScrapes[bytes])
 
 
 async def _send(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
@@ -128,28 +118,25 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER_KEY]
     wait_seconds = scrape_timeout(request)
     encoder, content_type = negotiate(request.headers.get("Accept", ""))
-    in_flight = request.app[IN_FLIGHT_KEY].bodies
+    runtimes = list(exporter.runtimes.values())
     # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
     key = f"{content_type}|{wait_seconds:.3f}"
-    task = in_flight.get(key)
-    if task is None:
-        task = asyncio.create_task(_fetch_and_render(exporter, encoder, wait_seconds))
-        in_flight[key] = task
-        task.add_done_callback(lambda _: in_flight.pop(key, None))
-    else:
-        for runtime in exporter.runtimes.values():
-            runtime.note_joined_scrape()
-    return await _send(request, await asyncio.shield(task), content_type)
+    body = await request.app[IN_FLIGHT_KEY].get(
+        key, runtimes, lambda: _fetch_and_render(exporter, runtimes, encoder, wait_seconds)
+    )
+    return await _send(request, body, content_type)
 
 
 async def _fetch_and_render(
-    exporter: Exporter, encoder: Callable[[CollectorRegistry], bytes], wait_seconds: float
+    exporter: Exporter,
+    runtimes: Sequence[AccountRuntime],
+    encoder: Callable[[CollectorRegistry], bytes],
+    wait_seconds: float,
 ) -> bytes:
-    runtimes = list(exporter.runtimes.values())
     results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
-    registry.register(SelfCollector(runtimes, _status(exporter), time.time()))
+    registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
     return encoder(registry)
 
 
@@ -161,7 +148,8 @@ async def exporter_metrics(request: web.Request) -> web.StreamResponse:
     """
     exporter = request.app[EXPORTER_KEY]
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(SelfCollector(exporter.runtimes.values(), _status(exporter), time.time()))
+    snapshots = [runtime.snapshot() for runtime in exporter.runtimes.values()]
+    registry.register(SelfCollector(snapshots, _status(exporter)))
     return await _render(request, registry)
 
 
@@ -245,14 +233,15 @@ async def landing(request: web.Request) -> web.Response:
     now = time.time()
     rows = []
     for name, runtime in exporter.runtimes.items():
-        account = runtime.account
-        last = runtime.last_round
-        duration = runtime.stats.last_fetch_duration
+        snapshot = runtime.snapshot()
+        account, started_at = snapshot.account, snapshot.refresh_started_at
+        duration = snapshot.last_fetch_duration
         probe_link = f'<a href="probe?account={html.escape(quote(name, safe=""))}">probe</a>'
         for dialog in account.dialogs:
-            outcome = last.outcomes.get(dialog.name) if last is not None else None
+            outcome = snapshot.outcomes.get(dialog.name)
             if outcome is None:
-                result, reason = ("in flight" if last is not None else "not fetched yet"), ""
+                fetched = started_at is not None
+                result, reason = ("in flight" if fetched else "not fetched yet"), ""
             elif isinstance(outcome, Exception):
                 result, reason = "up 0", f"{outcome.reason}: {outcome.detail}"
             else:
@@ -268,7 +257,7 @@ async def landing(request: web.Request) -> web.Response:
                         result,
                         reason,
                         "-" if duration is None else f"{duration * 1000:.0f} ms",
-                        _age(now - last.started_at if last is not None else None),
+                        _age(now - started_at if started_at is not None else None),
                     )
                 )
                 + f"<td>{probe_link}</td></tr>"
@@ -303,7 +292,7 @@ def make_app(
     app = web.Application()
     (web_config or WebConfig()).install(app)
     app[EXPORTER_KEY] = exporter
-    app[IN_FLIGHT_KEY] = RenderedInFlight()
+    app[IN_FLIGHT_KEY] = SharedScrapes()
     app.router.add_get("/", landing)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/probe", probe)

@@ -132,17 +132,18 @@ def _positive_int(text: str) -> int:
     return number
 
 
+class StartupError(Exception):
+    """Serving cannot begin for a reason the operator can fix (a listen address that is not
+    [host]:port or cannot be bound); the message says why, and no traceback is shown."""
+
+
 def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """``:9866`` (all interfaces), ``127.0.0.1:9866`` or ``[::1]:9866``."""
+    """``:9866`` (all interfaces), ``127.0.0.1:9866`` or ``[::1]:9866``; else StartupError."""
     host, sep, port_text = address.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"--web.listen-address {address!r} is not [host]:port")
+        raise StartupError(f"--web.listen-address {address!r} is not [host]:port")
     host = host.strip("[]")
     return (host or None), int(port_text)
-
-
-class StartupError(Exception):
-    """Serving cannot begin (e.g. the listen address cannot be bound); the message says why."""
 
 
 def _print_problems(headline: str, problems: Sequence[str]) -> None:
@@ -216,21 +217,23 @@ async def serve(args: argparse.Namespace) -> int:
                 ssl=ssl_context,
                 ssl_handshake_timeout=args.header_timeout if ssl_context else None,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a host name that IDNA refuses
             await runner.cleanup()
-            reason = exc.strerror or str(exc)
+            reason = getattr(exc, "strerror", None) or str(exc)
             raise StartupError(f"cannot listen on {args.listen}: {reason}") from None
-        log.info("listening", extra={"address": args.listen, "tls": ssl_context is not None})
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-        reloads: set[asyncio.Task[None]] = set()  # held until done, as asyncio requires
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload_quietly(exporter, reloads))
-        await stop.wait()
-        log.info("shutting down: finishing scrapes in flight")
-        listener.close()
-        await runner.cleanup()
+        try:
+            log.info("listening", extra={"address": args.listen, "tls": ssl_context is not None})
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGTERM, stop.set)
+            loop.add_signal_handler(signal.SIGINT, stop.set)
+            reloads: set[asyncio.Task[None]] = set()  # held until done, as asyncio requires
+            loop.add_signal_handler(signal.SIGHUP, lambda: _reload_quietly(exporter, reloads))
+            await stop.wait()
+            log.info("shutting down: finishing scrapes in flight")
+        finally:  # on an unexpected error too: the port is released before the traceback
+            listener.close()
+            await runner.cleanup()
     finally:
         if evolution is not None:
             evolution.cancel()
@@ -263,11 +266,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.config_check:
         return check_config(args.config_file, args.web_config_file)
+    # Only the refusals foreseen above are one line without a traceback; anything else
+    # (an OSError or ValueError included) is a bug or an environment problem whose traceback
+    # is what it takes to find it, so it propagates and Python prints it and exits 1.
     try:
         return asyncio.run(serve(args))
     except ConfigError as exc:
         _print_problems(f"cannot start: config {args.config_file} is invalid:", exc.problems)
         return 1
-    except (WebConfigError, StartupError, ValueError, OSError) as exc:
+    except (WebConfigError, StartupError) as exc:
         print(f"cannot start: {exc}", file=sys.stderr)
         return 1

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.outcome import Reading, Reason
-from exporter.scrape import AccountResult, AccountRuntime
+from exporter.outcome import Reading
+from exporter.scrape import AccountResult, AccountSnapshot
 
 NAMESPACE = "chat_unread"
 DIALOG_LABELS = ["provider", "account", "dialog"]
@@ -100,12 +100,14 @@ class ExporterStatus:
 
 
 class SelfCollector(Collector):
-    """The exporter's own health: fetch timings, errors, requests, caching, limits, reloads."""
+    """The exporter's own health: fetch timings, errors, requests, caching, limits, reloads.
 
-    def __init__(self, runtimes: Iterable[AccountRuntime], status: ExporterStatus, now: float):
-        self._runtimes = list(runtimes)
+    It reads accounts' snapshots, taken before rendering: one consistent moment per account.
+    """
+
+    def __init__(self, snapshots: Iterable[AccountSnapshot], status: ExporterStatus) -> None:
+        self._snapshots = list(snapshots)
         self._status = status
-        self._now = now
 
     def collect(self) -> Iterator[Metric]:
         yield from self._account_metrics()
@@ -175,22 +177,21 @@ class SelfCollector(Collector):
             "Upstream requests made in the last 24 hours (accounts with a budget).",
             labels=ACCOUNT_LABELS,
         )
-        for runtime in self._runtimes:
-            labels = [runtime.account.provider, runtime.account.name]
-            stats, upstream = runtime.stats, runtime.upstream
-            if stats.last_fetch_duration is not None:
-                duration.add_metric(labels, stats.last_fetch_duration)
-            for reason in Reason:
-                errors.add_metric([*labels, str(reason)], float(stats.errors[reason]))
-            for status_class, number in sorted(upstream.stats.requests_by_status_class.items()):
+        for snap in self._snapshots:
+            labels = [snap.account.provider, snap.account.name]
+            if snap.last_fetch_duration is not None:
+                duration.add_metric(labels, snap.last_fetch_duration)
+            for reason, number in snap.errors.items():
+                errors.add_metric([*labels, str(reason)], float(number))
+            for status_class, number in sorted(snap.requests_by_status_class.items()):
                 requests.add_metric([*labels, status_class], float(number))
-            hits.add_metric(labels, float(stats.cache_hits))
-            misses.add_metric(labels, float(stats.cache_misses))
-            if upstream.rate_limit.remaining is not None:
-                remaining.add_metric(labels, upstream.rate_limit.remaining)
-            if upstream.rate_limit.reset_at is not None:
-                reset.add_metric(labels, upstream.rate_limit.reset_at)
-            if upstream.budget is not None:
-                budget.add_metric(labels, float(upstream.budget.budget))
-                spent.add_metric(labels, float(upstream.budget.spent(self._now)))
+            hits.add_metric(labels, float(snap.cache_hits))
+            misses.add_metric(labels, float(snap.cache_misses))
+            if snap.rate_limit_remaining is not None:
+                remaining.add_metric(labels, snap.rate_limit_remaining)
+            if snap.rate_limit_reset_at is not None:
+                reset.add_metric(labels, snap.rate_limit_reset_at)
+            if snap.budget is not None:
+                budget.add_metric(labels, float(snap.budget.allowed))
+                spent.add_metric(labels, float(snap.budget.spent))
         yield from (duration, errors, requests, hits, misses, remaining, reset, budget, spent)

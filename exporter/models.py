@@ -117,16 +117,6 @@ class AccountConfig(FrozenModel):
             raise ValueError("must be scheme and host only (the API path is appended)")
         return value.rstrip("/")
 
-    @field_validator("dialogs")
-    @classmethod
-    def _unique_dialog_names(cls, dialogs: tuple[DialogConfig, ...]) -> tuple[DialogConfig, ...]:
-        seen: set[str] = set()
-        for dialog in dialogs:
-            if dialog.name in seen:
-                raise ValueError(f"dialog name {dialog.name!r} is used twice in this account")
-            seen.add(dialog.name)
-        return dialogs
-
     def api_root(self) -> str:
         """Scheme and host to call: the configured ``base_url`` or the provider's default."""
         return self.base_url or self.default_base_url.format(**self.model_dump())

@@ -1,12 +1,15 @@
 """Fetching: when to call upstream, and what each scrape is served.
 
-One :class:`AccountRuntime` per configured account owns that account's fetcher, HTTP state and
-last results. A scrape asks every selected account for a view at once; each account decides
-whether to join a refresh already in flight (single-flight: simultaneous scrapes cost upstream
-what one costs), serve its last results (``cache_ttl``, daily budget pacing), or start a new
-refresh. Waiting is bounded by the scrape's deadline; a refresh that outlives it keeps running
-and its results serve the next scrape, even when it has finished by then. A failure is never
-hidden behind an older value (``up 1``). Nothing here formats metrics (see ``collector``).
+One :class:`AccountRuntime` per configured account owns all of that account's state: its
+fetcher, its refreshes (each with its own request count and trace), its last good values, and
+the counters, daily budget and rate-limit back-off that every request it makes is reported into
+(``upstream`` keeps none). The self-metrics and the landing page read it through one immutable
+:class:`AccountSnapshot`. A scrape asks every selected account for a view at once; each account
+decides whether to join a refresh already in flight (single-flight: simultaneous scrapes cost
+upstream what one costs), serve its last results (``cache_ttl``, daily budget pacing), or start
+a new refresh. Waiting is bounded by the scrape's deadline; a refresh that outlives it keeps
+running and its results serve the next scrape, even when it has finished by then. A failure is
+never hidden behind an older value (``up 1``). Nothing here formats metrics (see ``collector``).
 """
 
 from __future__ import annotations
@@ -16,15 +19,17 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Any, Generic, Literal, TypeVar
 
+from exporter.budget import DailyBudget
 from exporter.logs import escape_controls
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason
 from exporter.providers.base import AccountFetcher, Provider
-from exporter.upstream import Clock, Upstream, UpstreamPool
+from exporter.upstream import Clock, RequestNote, Upstream, UpstreamPool
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +73,50 @@ class AccountStats:
     """Per-account counters behind the exporter's self-metrics."""
 
     errors: Counter[Reason] = field(default_factory=Counter)
+    requests_by_status_class: Counter[str] = field(default_factory=Counter)
     cache_hits: int = 0
     cache_misses: int = 0
     last_fetch_duration: float | None = None
+
+
+@dataclass
+class RateLimitState:
+    """What the provider told us about its rate limit, and until when we hold off."""
+
+    remaining: float | None = None
+    reset_at: float | None = None
+    blocked_until: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetUse:
+    """A daily request budget and the requests made in the last 24 hours."""
+
+    allowed: int
+    spent: int
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSnapshot:
+    """One account's state at one moment, for the self-metrics and the landing page.
+
+    Built by the runtime (:meth:`AccountRuntime.snapshot`) so that readers see one consistent
+    moment and never reach into its parts. ``errors`` has every reason; ``budget`` is None
+    without a daily budget; ``refresh_started_at`` is None before
+    the first refresh, and ``outcomes`` holds the newest refresh's dialogs as far as it got.
+    """
+
+    account: AccountConfig
+    last_fetch_duration: float | None
+    errors: Mapping[Reason, int]
+    requests_by_status_class: Mapping[str, int]
+    cache_hits: int
+    cache_misses: int
+    rate_limit_remaining: float | None
+    rate_limit_reset_at: float | None
+    budget: BudgetUse | None
+    refresh_started_at: float | None
+    outcomes: Mapping[str, Outcome]
 
 
 class Round:
@@ -85,6 +131,7 @@ class Round:
         self.finished_at: float | None = None
         self.delivered = False
         self.outcomes: dict[str, Outcome] = {}
+        self.requests = 0
         self.trace: list[str] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -108,7 +155,11 @@ class Round:
 
 
 class AccountRuntime:
-    """One account's fetcher, HTTP state, cache and statistics; lives until its config changes."""
+    """All of one account's state (see the module); lives until the account's config changes.
+
+    It is the account's :class:`~exporter.upstream.RequestLedger`: its ``Upstream`` asks it
+    before each request and reports each request to it.
+    """
 
     def __init__(
         self,
@@ -118,16 +169,26 @@ class AccountRuntime:
         clock: Clock = time.time,
     ) -> None:
         self.account = account
-        self.upstream = Upstream(pool, account, clock)
-        self.fetcher: AccountFetcher = provider.make_fetcher(account, self.upstream)
         self.stats = AccountStats()
+        self.rate_limit = RateLimitState()
+        self.budget = (
+            DailyBudget(account.daily_request_budget) if account.daily_request_budget else None
+        )
+        self._upstream = Upstream(
+            pool,
+            account,
+            self,
+            envelope=provider,
+            clock=clock,
+        )
+        self.fetcher: AccountFetcher = provider.make_fetcher(account, self._upstream)
         self._clock = clock
         self._last_round: Round | None = None
         self._last_good: dict[str, tuple[Reading, float]] = {}
 
     @property
     def last_round(self) -> Round | None:
-        """The newest refresh, finished or not (for the landing page)."""
+        """The newest refresh, finished or not."""
         return self._last_round
 
     @property
@@ -149,7 +210,7 @@ class AccountRuntime:
             source = "late"
         elif now - current.started_at < self.account.cache_ttl:
             source = "cache"
-        elif self.upstream.budget is not None and not self.upstream.budget.allows_refresh(now):
+        elif self.budget is not None and not self.budget.allows_refresh(now):
             source = "budget"
         else:
             source, current = "fresh", self._start_round(now)
@@ -184,15 +245,13 @@ class AccountRuntime:
 
     def _start_round(self, now: float) -> Round:
         round_ = Round(started_at=now)
-        if self.upstream.budget is not None:
-            self.upstream.budget.refresh_started(now)
+        if self.budget is not None:
+            self.budget.refresh_started(now)
         round_.task = asyncio.create_task(self._run(round_), name=f"fetch {self.account.name}")
         self._last_round = round_
         return round_
 
     async def _run(self, round_: Round) -> None:
-        self.upstream.start_round()
-        round_.trace = self.upstream.trace
         started = time.perf_counter()
 
         def record(dialog: str, outcome: Outcome) -> None:
@@ -203,7 +262,7 @@ class AccountRuntime:
             else:
                 # Redacted and escaped once here, so logs, the landing page and probe debug
                 # output can show details as they are, whatever body text a provider sent.
-                detail = escape_controls(self.upstream.redact(outcome.detail))
+                detail = escape_controls(self._upstream.redact(outcome.detail))
                 outcome = FetchError(outcome.reason, detail)
                 self._count_error(dialog, outcome)
             round_.outcomes[dialog] = outcome
@@ -225,8 +284,8 @@ class AccountRuntime:
         finally:
             round_.finished_at = self._clock()
             self.stats.last_fetch_duration = time.perf_counter() - started
-            if self.upstream.budget is not None:
-                self.upstream.budget.refresh_finished(self.upstream.requests_this_round)
+            if self.budget is not None:
+                self.budget.refresh_finished(round_.requests)
 
     def _count_error(self, dialog: str, error: FetchError) -> None:
         self.stats.errors[error.reason] += 1
@@ -244,6 +303,50 @@ class AccountRuntime:
     def note_joined_scrape(self) -> None:
         """Count a scrape served by another scrape's results as a cache hit."""
         self.stats.cache_hits += 1
+
+    def admit(self, now: float) -> None:
+        """Refuse a request while the provider's rate limit holds the account off."""
+        if self.rate_limit.blocked_until > now:
+            wait = self.rate_limit.blocked_until - now
+            raise FetchError(Reason.RATE_LIMITED, f"holding off for {wait:.0f}s after a 429")
+
+    def on_request(self, note: RequestNote) -> None:
+        """Apply one request to the counters, the budget, the rate limit and its refresh.
+
+        Only one refresh runs at a time, and every request is made within it, so the request
+        belongs to the newest refresh.
+        """
+        self.stats.requests_by_status_class[note.status_class] += 1
+        if self.budget is not None:
+            self.budget.spend(note.sent_at)
+        if self._last_round is not None:
+            self._last_round.requests += 1
+            self._last_round.trace.append(note.trace)
+        if note.remaining is not None:
+            self.rate_limit.remaining = note.remaining
+        if note.reset_at is not None:
+            self.rate_limit.reset_at = note.reset_at
+        if note.retry_at is not None:
+            self.rate_limit.blocked_until = self.rate_limit.reset_at = note.retry_at
+
+    def snapshot(self) -> AccountSnapshot:
+        """The account's state now, as one immutable value."""
+        stats, last = self.stats, self._last_round
+        return AccountSnapshot(
+            account=self.account,
+            last_fetch_duration=stats.last_fetch_duration,
+            errors=MappingProxyType({reason: stats.errors[reason] for reason in Reason}),
+            requests_by_status_class=MappingProxyType(dict(stats.requests_by_status_class)),
+            cache_hits=stats.cache_hits,
+            cache_misses=stats.cache_misses,
+            rate_limit_remaining=self.rate_limit.remaining,
+            rate_limit_reset_at=self.rate_limit.reset_at,
+            budget=None
+            if self.budget is None
+            else BudgetUse(self.budget.budget, self.budget.spent(self._clock())),
+            refresh_started_at=None if last is None else last.started_at,
+            outcomes=MappingProxyType({} if last is None else dict(last.outcomes)),
+        )
 
     async def cancel(self) -> None:
         """Stop a refresh still in flight (shutdown)."""
@@ -278,3 +381,37 @@ async def observe_all(
     """Every selected account's view, concurrently, all within one deadline."""
     deadline = time.monotonic() + wait_seconds
     return list(await asyncio.gather(*(rt.observe(deadline - time.monotonic()) for rt in runtimes)))
+
+
+T = TypeVar("T")
+
+
+class SharedScrapes(Generic[T]):
+    """Scrapes in flight that a later, identical scrape joins instead of making its own.
+
+    The first scrape under a key runs ``make`` (fetch and render, say); one arriving while it
+    runs waits for the same result, and each account it covers counts the join as a cache hit
+    (it was served another scrape's results), on the runtimes that scrape actually observed.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[str, tuple[asyncio.Task[T], Sequence[AccountRuntime]]] = {}
+
+    async def get(
+        self,
+        key: str,
+        runtimes: Sequence[AccountRuntime],
+        make: Callable[[], Coroutine[Any, Any, T]],
+    ) -> T:
+        """The result of the scrape in flight under ``key``, or of a new one of ``runtimes``."""
+        entry = self._in_flight.get(key)
+        if entry is None:
+            task = asyncio.create_task(make())
+            self._in_flight[key] = (task, runtimes)
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        else:
+            task, joined = entry
+            for runtime in joined:
+                runtime.note_joined_scrape()
+        # Shielded: a scraper that gives up must not cancel the result others wait for.
+        return await asyncio.shield(task)

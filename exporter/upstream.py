@@ -2,8 +2,13 @@
 
 Everything providers would otherwise each re-implement lives here once: the concurrency bound,
 the per-request timeout, a cap on how much of a body is read, classification of failures into
-the fixed ``reason`` set, rate-limit headers and back-off, the daily budget ledger, request
-counting and the debug trace. Providers only build requests and read the decoded JSON.
+the fixed ``reason`` set, reading rate-limit headers and back-off hints, redaction, and one
+trace line per request. Providers only build requests and read the decoded JSON.
+
+This module keeps no account state. Each request is reported, whatever came of it, to the
+account's :class:`RequestLedger` (the account's runtime), which keeps the counters, the daily
+budget and the rate-limit back-off, and which is asked before each request whether the account
+may call now. How an error body reads is the provider's (``exporter.envelope``).
 """
 
 from __future__ import annotations
@@ -13,19 +18,24 @@ import contextlib
 import email.utils
 import json
 import logging
-import math
 import resource
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from exporter.budget import DailyBudget
+from exporter.envelope import (
+    COMMON_ENVELOPE,
+    Envelope,
+    ErrorMessages,
+    common_error_messages,
+    non_negative_number,
+)
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Reason
 
@@ -58,20 +68,52 @@ class Response:
     headers: CIMultiDictProxy[str]
 
 
-@dataclass
-class RateLimitState:
-    """What the provider told us about its rate limit, and until when we hold off."""
+@dataclass(frozen=True, slots=True)
+class RequestNote:
+    """What one request sent to the provider came to, for the account's ledger to apply.
 
+    ``status`` is 0 when no HTTP answer came (timeout, connection failure, cut off); ``trace``
+    is the request's redacted debug line. ``remaining`` and ``reset_at`` are what the
+    rate-limit headers said, ``retry_at`` the back-off a rate-limit answer asked for.
+    """
+
+    sent_at: float
+    status: int
+    trace: str
     remaining: float | None = None
     reset_at: float | None = None
-    blocked_until: float = 0.0
+    retry_at: float | None = None
+
+    @property
+    def status_class(self) -> str:
+        """``2xx``..``5xx``, or ``error`` for a request that got no HTTP answer."""
+        return f"{self.status // 100}xx" if self.status else "error"
 
 
-@dataclass
-class UpstreamStats:
-    """Counters behind the exporter's self-metrics for one account."""
+class RequestLedger(Protocol):
+    """Where an account's requests are admitted and accounted for (its runtime)."""
 
-    requests_by_status_class: Counter[str] = field(default_factory=Counter)
+    def admit(self, now: float) -> None:
+        """Raise FetchError when the account must not call its provider now (a back-off)."""
+
+    def on_request(self, note: RequestNote) -> None:
+        """Account for one request sent, once, whatever came of it."""
+
+
+class Unaccounted:
+    """A ledger that admits every request and keeps nothing.
+
+    For a provider's own tests, which exercise its requests without an exporter around it.
+    """
+
+    def admit(self, now: float) -> None:
+        """Every request may go."""
+
+    def on_request(self, note: RequestNote) -> None:
+        """Nothing is kept."""
+
+
+UNACCOUNTED = Unaccounted()
 
 
 def _epoch_or_delta(value: float, now: float) -> float:
@@ -81,27 +123,6 @@ def _epoch_or_delta(value: float, now: float) -> float:
     if value > 1e9:
         return value
     return now + value
-
-
-def non_negative_number(value: object) -> float | None:
-    """A header or JSON value as a finite number >= 0, or None when it is anything else.
-
-    Every rate-limit figure (remaining requests, seconds to wait, a reset time) is such a
-    number; "soon", "nan", "inf", "-5" or an integer too large for a float is junk that must
-    not reach a gauge or a back-off computation.
-    """
-    if isinstance(value, str):
-        try:
-            value = float(value.split(";", 1)[0].strip())
-        except ValueError:
-            return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) and number >= 0 else None
 
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
@@ -120,11 +141,13 @@ def _http_date(text: str) -> float | None:
         return None
 
 
-def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
+def retry_at_from(headers: Mapping[str, str], hint: float | None, now: float) -> float:
     """When a rate-limited account may be called again, from whatever the provider sent.
 
-    A value that cannot be read is skipped, so junk falls through to the next hint and in the
-    end to the default back-off: a 429 always holds the account off for a while.
+    Headers first, then ``hint``, the seconds the provider's body asked for (its
+    ``retry_after`` hook). A value that cannot be read is skipped, so junk falls through to the
+    next hint and in the end to the default back-off: a 429 always holds the account off for a
+    while.
     """
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
@@ -138,25 +161,19 @@ def retry_at_from(headers: Mapping[str, str], body: Any, now: float) -> float:
         number = _header_number(headers, name)
         if number is not None:
             return _epoch_or_delta(number, now)
-    if not isinstance(body, dict):
-        return now + DEFAULT_RATE_LIMIT_BACKOFF
-    seconds = non_negative_number(body.get("retryAfter"))
-    milliseconds = non_negative_number(body.get("retry_after_ms"))  # Matrix M_LIMIT_EXCEEDED
-    if seconds is None and milliseconds is not None:
-        seconds = milliseconds / 1000.0
-    return now + (DEFAULT_RATE_LIMIT_BACKOFF if seconds is None else seconds)
+    return now + (DEFAULT_RATE_LIMIT_BACKOFF if hint is None else hint)
 
 
-def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
-    """One short, redacted line from a provider's error body, whatever its envelope.
+def describe_error_body(
+    raw: bytes,
+    error_messages: ErrorMessages = common_error_messages,
+    redact: Callable[[str], str] = str,
+) -> str:
+    """One short, redacted line from a provider's error body, read with its ``error_messages``.
 
     ``redact`` runs before the line is shortened: cutting first could leave the head of a
     credential that the provider echoed, which redaction would then no longer recognise.
-
-    Crisp ``{"reason", "data": {"message"}}``, QuickBlox ``{"errors": [...]}`` or
-    ``{"errors": {"base": [...]}}``, IMKit ``{"RM", "error": {"code", "message"}}``, Sendbird
-    ``{"code", "message"}`` and Matrix ``{"errcode", "error"}`` are all recognised; anything
-    else is summarised.
+    A body that is not JSON, or from which the provider reads no message, is summarised.
     """
     try:
         body = json.loads(raw)
@@ -165,23 +182,7 @@ def describe_error_body(raw: bytes, redact: Callable[[str], str] = str) -> str:
         return f"non-JSON body: {text[:80]!r}" if text else "empty body"
     if not isinstance(body, dict):
         return f"body: {redact(str(body))[:120]}"
-    parts: list[str] = []
-    errors = body.get("errors")
-    if isinstance(errors, dict):
-        errors = [msg for messages in errors.values() for msg in (messages or [])]
-    if isinstance(errors, list):
-        parts.extend(str(e) for e in errors)
-    error = body.get("error")
-    if isinstance(error, dict):
-        parts.extend(str(error[k]) for k in ("code", "message") if k in error)
-    elif isinstance(error, str):
-        parts.append(error)
-    for key in ("reason", "code", "errcode", "message", "RM"):
-        if key in body and not isinstance(body[key], dict | list):
-            parts.append(str(body[key]))
-    data = body.get("data")
-    if isinstance(data, dict) and "message" in data:
-        parts.append(str(data["message"]))
+    parts = error_messages(body)
     return redact("; ".join(dict.fromkeys(parts)))[:200] or "error body without a message"
 
 
@@ -244,16 +245,26 @@ class UpstreamPool:
 
 
 class Upstream:
-    """One account's view of the shared HTTP session."""
+    """One account's view of the shared HTTP session; every request is reported to ``ledger``.
+
+    ``envelope`` reads the provider's error bodies: the account's ``Provider`` (its
+    ``error_messages`` and ``retry_after`` hooks); the default reads the common shapes.
+    """
 
     def __init__(
         self,
         pool: UpstreamPool,
         account: AccountConfig,
+        ledger: RequestLedger = UNACCOUNTED,
+        *,
+        envelope: Envelope = COMMON_ENVELOPE,
         clock: Clock = time.time,
         max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         self._pool = pool
+        self._ledger = ledger
+        self._error_messages = envelope.error_messages
+        self._retry_after = envelope.retry_after
         self.max_concurrency = account.max_concurrency
         self._semaphore = asyncio.Semaphore(account.max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=account.timeout)
@@ -262,13 +273,6 @@ class Upstream:
         self._obtained_secrets: deque[str] = deque(maxlen=RUNTIME_SECRETS_KEPT)
         self._clock = clock
         self._max_body_bytes = max_body_bytes
-        self.stats = UpstreamStats()
-        self.rate_limit = RateLimitState()
-        self.budget = (
-            DailyBudget(account.daily_request_budget) if account.daily_request_budget else None
-        )
-        self.requests_this_round = 0
-        self.trace: list[str] = []
 
     def now(self) -> float:
         """The account's wall clock (injectable), for providers that track expiry times."""
@@ -286,11 +290,6 @@ class Upstream:
             text = text.replace(secret, "<redacted>")
         return text
 
-    def start_round(self) -> None:
-        """Reset the per-refresh request count and trace."""
-        self.requests_this_round = 0
-        self.trace = []
-
     async def request(
         self,
         method: str,
@@ -306,52 +305,74 @@ class Upstream:
 
         ``refine`` lets a provider whose error codes live in the body (Sendbird answers 400 for
         "user not found" and for a bad token) pick the reason; ``None`` keeps the status's.
+        The ledger is told of every request sent, also one cut off by cancellation: it was
+        sent, so it counts against the budget.
         """
-        now = self._clock()
-        if self.rate_limit.blocked_until > now:
-            wait = self.rate_limit.blocked_until - now
-            raise FetchError(Reason.RATE_LIMITED, f"holding off for {wait:.0f}s after a 429")
+        self._ledger.admit(self._clock())
         async with self._semaphore, self._pool.connection(self._timeout_seconds):
-            started = time.perf_counter()
-            self.requests_this_round += 1
-            if self.budget is not None:
-                self.budget.spend(self._clock())
+            sent_at, started = self._clock(), time.perf_counter()
+            answer: tuple[int, CIMultiDictProxy[str], bytes] | None = None
+            failure = ""
             try:
-                async with self._pool.session.request(
-                    method,
-                    url,
-                    params=params,
-                    headers=headers,
-                    data=form,
-                    json=json_body,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                ) as resp:
-                    raw = await self._read_capped(resp)
-                    status, resp_headers = resp.status, resp.headers
+                answer = await self._exchange(method, url, params, headers, form, json_body)
             except TimeoutError:
-                self._note(method, url, started, failure="timeout")
+                failure = "timeout"
                 raise FetchError(
                     Reason.TIMEOUT, f"no answer within {self._timeout_seconds:g}s"
                 ) from None
             except FetchError:
-                self._note(method, url, started, failure="body too large")
+                failure = "body too large"
                 raise
             except aiohttp.ClientError as exc:
-                self._note(method, url, started, failure=type(exc).__name__)
+                failure = type(exc).__name__
                 raise FetchError(
                     Reason.CONNECTION, self.redact(f"{type(exc).__name__}: {exc}")[:200]
                 ) from None
-        self._note(method, url, started, status=status)
-        self._read_rate_limit_headers(resp_headers)
-        if status >= 300:
-            raise self._http_error(status, resp_headers, raw, refine)
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            preview = describe_error_body(raw, self.redact)
-            raise FetchError(Reason.BAD_RESPONSE, f"HTTP {status} {preview}") from None
-        return Response(status, body, resp_headers)
+            except BaseException as exc:  # cancelled (round limit, shutdown) after sending
+                failure = type(exc).__name__
+                raise
+            finally:
+                if answer is None:
+                    trace = self._trace(method, url, failure, started)
+                    self._ledger.on_request(RequestNote(sent_at, 0, trace))
+            status, resp_headers, raw = answer
+            trace = self._trace(method, url, str(status), started)
+            outcome, retry_at = self._outcome(status, resp_headers, raw, refine)
+            self._ledger.on_request(
+                RequestNote(
+                    sent_at,
+                    status,
+                    trace,
+                    remaining=_header_number(resp_headers, "X-RateLimit-Remaining"),
+                    reset_at=self._reset_at(resp_headers),
+                    retry_at=retry_at,
+                )
+            )
+        if isinstance(outcome, FetchError):
+            raise outcome
+        return outcome
+
+    async def _exchange(
+        self,
+        method: str,
+        url: str,
+        params: Params | None,
+        headers: Mapping[str, str] | None,
+        form: Mapping[str, str] | None,
+        json_body: Any,
+    ) -> tuple[int, CIMultiDictProxy[str], bytes]:
+        """Send the request and read its answer: status, headers and the (capped) body."""
+        async with self._pool.session.request(
+            method,
+            url,
+            params=params,
+            headers=headers,
+            data=form,
+            json=json_body,
+            timeout=self._timeout,
+            allow_redirects=False,
+        ) as resp:
+            return resp.status, resp.headers, await self._read_capped(resp)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
         """Read at most the cap; a larger body is refused, never buffered whole."""
@@ -371,27 +392,29 @@ class Upstream:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    def _note(
-        self, method: str, url: str, started: float, status: int = 0, failure: str = ""
-    ) -> None:
-        """Count the request by status class ("error": no HTTP answer) and trace it."""
-        self.stats.requests_by_status_class[f"{status // 100}xx" if status else "error"] += 1
+    def _trace(self, method: str, url: str, outcome: str, started: float) -> str:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        outcome = str(status) if status else failure
-        self.trace.append(self.redact(f"{method} {url} -> {outcome} in {elapsed_ms:.1f} ms"))
+        return self.redact(f"{method} {url} -> {outcome} in {elapsed_ms:.1f} ms")
 
-    def _read_rate_limit_headers(self, headers: Mapping[str, str]) -> None:
-        remaining = _header_number(headers, "X-RateLimit-Remaining")
-        if remaining is not None:
-            self.rate_limit.remaining = remaining
+    def _reset_at(self, headers: Mapping[str, str]) -> float | None:
         reset = _header_number(headers, "X-RateLimit-Reset")
-        if reset is not None:
-            self.rate_limit.reset_at = _epoch_or_delta(reset, self._clock())
+        return None if reset is None else _epoch_or_delta(reset, self._clock())
 
-    def _http_error(
-        self, status: int, headers: Mapping[str, str], raw: bytes, refine: ReasonRefiner | None
-    ) -> FetchError:
-        detail = f"HTTP {status}: {describe_error_body(raw, self.redact)}"
+    def _outcome(
+        self,
+        status: int,
+        headers: CIMultiDictProxy[str],
+        raw: bytes,
+        refine: ReasonRefiner | None,
+    ) -> tuple[Response | FetchError, float | None]:
+        """The decoded answer or its classified failure, and the back-off a rate limit asks."""
+        if status < 300:
+            try:
+                return Response(status, json.loads(raw), headers), None
+            except ValueError:
+                preview = describe_error_body(raw, self._error_messages, self.redact)
+                return FetchError(Reason.BAD_RESPONSE, f"HTTP {status} {preview}"), None
+        detail = f"HTTP {status}: {describe_error_body(raw, self._error_messages, self.redact)}"
         try:
             body = json.loads(raw)
         except ValueError:
@@ -399,18 +422,23 @@ class Upstream:
         reason = refine(status, body) if refine is not None else None
         if status in RATE_LIMIT_STATUSES or reason is Reason.RATE_LIMITED:
             now = self._clock()
-            retry_at = min(retry_at_from(headers, body, now), now + MAX_RATE_LIMIT_BACKOFF)
-            self.rate_limit.blocked_until = retry_at
-            self.rate_limit.reset_at = retry_at
-            return FetchError(Reason.RATE_LIMITED, f"{detail} (retry in {retry_at - now:.0f}s)")
-        if reason is not None:
-            return FetchError(reason, detail)
-        if status < 400:
-            return FetchError(Reason.BAD_RESPONSE, f"unexpected redirect: {detail}")
-        if status in (401, 403):
-            return FetchError(Reason.AUTH, detail)
-        if status == 404:
-            return FetchError(Reason.NOT_FOUND, detail)
-        if status >= 500:
-            return FetchError(Reason.HTTP_5XX, detail)
-        return FetchError(Reason.HTTP_4XX, detail)
+            retry_at = retry_at_from(headers, self._retry_after(body), now)
+            retry_at = min(retry_at, now + MAX_RATE_LIMIT_BACKOFF)
+            error = FetchError(Reason.RATE_LIMITED, f"{detail} (retry in {retry_at - now:.0f}s)")
+            return error, retry_at
+        return _classified(status, reason, detail), None
+
+
+def _classified(status: int, reason: Reason | None, detail: str) -> FetchError:
+    """A non-2xx answer's failure: the provider's reason if it named one, else the status's."""
+    if reason is not None:
+        return FetchError(reason, detail)
+    if status < 400:
+        return FetchError(Reason.BAD_RESPONSE, f"unexpected redirect: {detail}")
+    if status in (401, 403):
+        return FetchError(Reason.AUTH, detail)
+    if status == 404:
+        return FetchError(Reason.NOT_FOUND, detail)
+    if status >= 500:
+        return FetchError(Reason.HTTP_5XX, detail)
+    return FetchError(Reason.HTTP_4XX, detail)

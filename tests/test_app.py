@@ -10,7 +10,7 @@ from exporter.app import make_app
 from exporter.config import load_config
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
-from tests.conftest import (
+from tests.support import (
     ClientFactory,
     ScrapeClient,
     config_yaml,

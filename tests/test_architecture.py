@@ -86,3 +86,23 @@ def test_cycles_are_found() -> None:
 
 def test_the_package_has_no_import_cycle() -> None:
     assert cycles(import_graph()) == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    pending = [start]
+    while pending:
+        for target in graph[pending.pop()] - seen:
+            seen.add(target)
+            pending.append(target)
+    return seen
+
+
+def test_upstream_imports_no_provider() -> None:
+    """HTTP is the same for every provider; what differs (error envelopes, back-off hints in the
+    body) is each provider's own, handed to ``Upstream`` through its ``Provider`` hooks."""
+    graph = import_graph()
+    assert "exporter.envelope" in graph["exporter.upstream"]
+    providers = {m for m in reachable(graph, "exporter.upstream") if m.startswith("exporter.prov")}
+    assert providers == set()

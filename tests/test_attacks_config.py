@@ -17,13 +17,13 @@ import resource
 import signal
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from exporter.config import ConfigError, load_config
-from tests.conftest import parse, value
-from tests.support import EXE
+from tests.support import EXE, parse, value
 from tests.test_cli import Running, eventually, serving
 
 HANG_GUARD = 20.0  # seconds: far beyond any refusal; only a hang or a memory blow-up reaches it
@@ -73,73 +73,207 @@ BAD_REF = "${...} must be a plain ${NAME}, without spaces or defaults"
 CONTROL = "must not contain control characters (such as a line break)"
 SECRET_ENV = {"TOKEN": "sb-token"}
 
-# (id, config text, environment, expected problems with {cfg} for the file's path)
-LOADER_CASES: list[tuple[str, str, dict[str, str], list[str]]] = [
+
+@dataclass(frozen=True)
+class Refused:
+    """A config the loader refuses, and exactly the problems it gives."""
+
+    text: str
+    problems: list[str]  # each with {cfg} for the file's path
+    environ: dict[str, str] = field(default_factory=dict)
+
+
+LOADER_CASES = [
     # Row 1 and its kind: expansion bombs, self-reference, depth.
-    ("sequence-bomb", sequence_bomb(), {},
-     [f"{{cfg}}:15: l5: holds more than 100000 {TOO_BIG}"]),
-    ("recursive-alias", sendbird() + "x: &a [1, *a]\n", {},
-     ["{cfg}:10: x[1]: an alias refers to a collection that contains it"]),
-    ("recursive-merge", sendbird() + "x: &m {a: 1, <<: *m}\n", {},
-     ["{cfg}:10: x.<<: an alias refers to a collection that contains it"]),
-    ("flow-nesting-600", "accounts: " + "[" * 600 + "]" * 600 + "\n", {},
-     [f"{{cfg}}:1: accounts{'[0]' * 11}...: {TOO_DEEP}"]),
-    ("block-nesting-600", deep_block_mapping(), {},
-     [f"{{cfg}}:60: x.{'.'.join(f'k{n}' for n in range(11))}...: {TOO_DEEP}"]),
-    ("nesting-through-aliases", nested_by_aliases(), {},
-     # Named where the alias that goes too deep is used; the line is its anchor's (n3).
-     [f"{{cfg}}:13: n4{'[0]' * 10}: {TOO_DEEP}"]),
-    ("huge-key", sendbird() + "? " + "k" * 100_000 + "\n: v\n", {},
-     [f"{{cfg}}:11: {'k' * 60}...: unknown field"]),
+    pytest.param(
+        Refused(
+            text=sequence_bomb(), problems=[f"{{cfg}}:15: l5: holds more than 100000 {TOO_BIG}"]
+        ),
+        id="sequence-bomb",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird() + "x: &a [1, *a]\n",
+            problems=["{cfg}:10: x[1]: an alias refers to a collection that contains it"],
+        ),
+        id="recursive-alias",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird() + "x: &m {a: 1, <<: *m}\n",
+            problems=["{cfg}:10: x.<<: an alias refers to a collection that contains it"],
+        ),
+        id="recursive-merge",
+    ),
+    pytest.param(
+        Refused(
+            text="accounts: " + "[" * 600 + "]" * 600 + "\n",
+            problems=[f"{{cfg}}:1: accounts{'[0]' * 11}...: {TOO_DEEP}"],
+        ),
+        id="flow-nesting-600",
+    ),
+    pytest.param(
+        Refused(
+            text=deep_block_mapping(),
+            problems=[f"{{cfg}}:60: x.{'.'.join(f'k{n}' for n in range(11))}...: {TOO_DEEP}"],
+        ),
+        id="block-nesting-600",
+    ),
+    # Named where the alias that goes too deep is used; the line is its anchor's (n3).
+    pytest.param(
+        Refused(text=nested_by_aliases(), problems=[f"{{cfg}}:13: n4{'[0]' * 10}: {TOO_DEEP}"]),
+        id="nesting-through-aliases",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird() + "? " + "k" * 100_000 + "\n: v\n",
+            problems=[f"{{cfg}}:11: {'k' * 60}...: unknown field"],
+        ),
+        id="huge-key",
+    ),
     # Row 6: values their tag cannot read; the value is never quoted.
-    ("int-abc", sendbird("timeout: !!int abc"), {},
-     ["{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!int"]),
-    ("timestamp-nope", sendbird("timeout: !!timestamp nope"), {},
-     ["{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!timestamp"]),
-    ("bool-maybe", sendbird("timeout: !!bool maybe"), {},
-     ["{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!bool"]),
-    ("float-x", sendbird("timeout: !!float x"), {},
-     ["{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!float"]),
-    ("int-of-5000-digits", sendbird("max_concurrency: 1" + "0" * 5000), {},
-     ["{cfg}:6: accounts[0].max_concurrency: unsupported YAML: the value is not a valid !!int"]),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: !!int abc"),
+            problems=[
+                "{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!int"
+            ],
+        ),
+        id="int-abc",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: !!timestamp nope"),
+            problems=[
+                "{cfg}:6: accounts[0].timeout: "
+                "unsupported YAML: the value is not a valid !!timestamp"
+            ],
+        ),
+        id="timestamp-nope",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: !!bool maybe"),
+            problems=[
+                "{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!bool"
+            ],
+        ),
+        id="bool-maybe",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: !!float x"),
+            problems=[
+                "{cfg}:6: accounts[0].timeout: unsupported YAML: the value is not a valid !!float"
+            ],
+        ),
+        id="float-x",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("max_concurrency: 1" + "0" * 5000),
+            problems=[
+                "{cfg}:6: accounts[0].max_concurrency: "
+                "unsupported YAML: the value is not a valid !!int"
+            ],
+        ),
+        id="int-of-5000-digits",
+    ),
     # Row 10: accepted, then failing at run time or sent as a credential.
-    ("timeout-inf", sendbird("timeout: .inf"), {},
-     ["{cfg}:6: accounts[0].timeout: must be a finite duration"]),
-    ("cache-ttl-nan", sendbird("cache_ttl: .nan"), {},
-     ["{cfg}:6: accounts[0].cache_ttl: must be a finite duration"]),
-    ("timeout-1e999", sendbird("timeout: 1e999"), {},
-     ["{cfg}:6: accounts[0].timeout: must be a finite duration"]),
-    ("secret-with-newline", sendbird(token='api_token: "sb\\ntoken"'), {},
-     [f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"]),
-    ("secret-env-with-newline", sendbird(token="api_token: ${TOKEN}"), {"TOKEN": "sb-token\n"},
-     [f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"]),
-    ("secret-with-escape", sendbird(token='api_token: "sb\\e[31mtoken"'), {},
-     [f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"]),
-    ("env-default", sendbird(token="api_token: ${TOKEN:-sb-fallback}"), SECRET_ENV,
-     [f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"]),
-    ("env-spaces", sendbird(token="api_token: ${ TOKEN }"), SECRET_ENV,
-     [f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"]),
-    ("env-unclosed", sendbird(token="api_token: x${TOKEN"), SECRET_ENV,
-     [f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"]),
-    ("env-empty-name", sendbird(token="api_token: ${}"), SECRET_ENV,
-     [f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"]),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: .inf"),
+            problems=["{cfg}:6: accounts[0].timeout: must be a finite duration"],
+        ),
+        id="timeout-inf",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("cache_ttl: .nan"),
+            problems=["{cfg}:6: accounts[0].cache_ttl: must be a finite duration"],
+        ),
+        id="cache-ttl-nan",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird("timeout: 1e999"),
+            problems=["{cfg}:6: accounts[0].timeout: must be a finite duration"],
+        ),
+        id="timeout-1e999",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token='api_token: "sb\\ntoken"'),
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"],
+        ),
+        id="secret-with-newline",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token="api_token: ${TOKEN}"),
+            environ={"TOKEN": "sb-token\n"},
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"],
+        ),
+        id="secret-env-with-newline",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token='api_token: "sb\\e[31mtoken"'),
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {CONTROL}"],
+        ),
+        id="secret-with-escape",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token="api_token: ${TOKEN:-sb-fallback}"),
+            environ=SECRET_ENV,
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"],
+        ),
+        id="env-default",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token="api_token: ${ TOKEN }"),
+            environ=SECRET_ENV,
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"],
+        ),
+        id="env-spaces",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token="api_token: x${TOKEN"),
+            environ=SECRET_ENV,
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"],
+        ),
+        id="env-unclosed",
+    ),
+    pytest.param(
+        Refused(
+            text=sendbird(token="api_token: ${}"),
+            environ=SECRET_ENV,
+            problems=[f"{{cfg}}:5: accounts[0].api_token: {BAD_REF}"],
+        ),
+        id="env-empty-name",
+    ),
     # Bytes YAML or UTF-8 refuse: the line is named.
-    ("nul-byte", sendbird().replace("name: agent", "name: ag\0ent"), {},
-     ["{cfg}:7: not valid YAML: special characters are not allowed (character #x0000)"]),
-]  # fmt: skip
+    pytest.param(
+        Refused(
+            text=sendbird().replace("name: agent", "name: ag\0ent"),
+            problems=[
+                "{cfg}:7: not valid YAML: special characters are not allowed (character #x0000)"
+            ],
+        ),
+        id="nul-byte",
+    ),
+]
 
 
-@pytest.mark.parametrize(
-    ("text", "environ", "expected"),
-    [case[1:] for case in LOADER_CASES],
-    ids=[case[0] for case in LOADER_CASES],
-)
-def test_loader_refuses(
-    tmp_path: Path, text: str, environ: dict[str, str], expected: list[str]
-) -> None:
+@pytest.mark.parametrize("case", LOADER_CASES)
+def test_loader_refuses(tmp_path: Path, case: Refused) -> None:
     path = tmp_path / CONFIG
-    path.write_text(text)
-    assert refusal(path, environ) == [line.replace("{cfg}", str(path)) for line in expected]
+    path.write_text(case.text)
+    expected = [line.replace("{cfg}", str(path)) for line in case.problems]
+    assert refusal(path, case.environ) == expected
 
 
 def refusal(path: Path, environ: dict[str, str] | None = None) -> list[str]:

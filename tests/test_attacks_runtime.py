@@ -28,7 +28,8 @@ from exporter.config import parse_config
 from exporter.logs import JSONFormatter, LogfmtFormatter
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
-from tests.conftest import (
+from tests.support import (
+    EXE,
     IMKIT_TOKEN,
     QB_USER,
     ClientFactory,
@@ -37,18 +38,14 @@ from tests.conftest import (
     config_yaml,
     dialog_values,
     errors_of,
+    every_provider_yaml,
+    fake,
+    free_port,
     get_metrics,
     parse,
     value,
 )
-from tests.support import EXE, free_port
-from tests.test_failures import (
-    FAILURES,
-    PROVIDERS,
-    every_provider_yaml,
-    fake,
-    success_body_with,
-)
+from tests.test_failures import FAILURES, PROVIDERS, success_body_with
 
 Client = TestClient[web.Request, web.Application]
 # X-Prometheus-Scrape-Timeout-Seconds of 1: the scrape waits 0.5 s for upstream.

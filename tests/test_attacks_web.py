@@ -10,6 +10,7 @@ work can be read. Every loop is bounded; no function of the exporter is patched.
 from __future__ import annotations
 
 import base64
+import os
 import random
 import resource
 import signal
@@ -29,8 +30,17 @@ from aiohttp.test_utils import TestClient
 from exporter.app import make_app
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from tests.conftest import ClientFactory, ExporterFactory, config_yaml
-from tests.support import EXE, Server, free_port, http_status, wait_for, wait_ready
+from tests.support import (
+    EXE,
+    ClientFactory,
+    ExporterFactory,
+    Server,
+    config_yaml,
+    free_port,
+    http_status,
+    wait_for,
+    wait_ready,
+)
 
 HSTS = "max-age=31536000"
 PASSWORD = "scrape-password"
@@ -355,7 +365,7 @@ def test_reload_cannot_be_an_unauthenticated_path(tmp_path: Path, paths: str) ->
         load_web_config(path)
     line = 3 if paths.startswith("[") else 5
     assert caught.value.problems == (
-        f"{path}:{line}: unauthenticated_paths[1]: '/-/reload' changes the exporter's state and "
+        f"{path}:{line}: unauthenticated_paths[1]: /-/reload changes the exporter's state and "
         "always needs credentials when basic_auth_users is set (to turn it off, use "
         "--web.disable-reload)",
     )
@@ -367,8 +377,65 @@ def test_reload_cannot_be_an_unauthenticated_path(tmp_path: Path, paths: str) ->
         check=False,
     )
     assert check.returncode == 1
-    assert f"{path}:{line}: unauthenticated_paths[1]: '/-/reload'" in check.stderr
+    assert f"{path}:{line}: unauthenticated_paths[1]: /-/reload changes" in check.stderr
     assert "Traceback" not in check.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# The web config file is untrusted input as the config file is: the same front-end bounds it
+
+
+def laughs() -> str:
+    """Billion laughs with lists: 9^6 strings from seven lines."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]" for n in range(1, 7)]
+    return "\n".join(lines) + "\n"
+
+
+WEB_FILE_CASES = [
+    pytest.param(
+        laughs(),
+        "{web}:6: l5: holds more than 100000 values once aliases and merge keys are expanded",
+        id="sequence-bomb",
+    ),
+    pytest.param(
+        "unauthenticated_paths: &a [/x, *a]\n",
+        "{web}:1: unauthenticated_paths[1]: an alias refers to a collection that contains it",
+        id="recursive-alias",
+    ),
+    pytest.param(
+        "unauthenticated_paths: " + "[" * 600 + "]" * 600 + "\n",
+        f"{{web}}:1: unauthenticated_paths{'[0]' * 11}...: nested more than 50 levels deep",
+        id="flow-nesting-600",
+    ),
+    pytest.param(
+        "basic_auth_users: !!python/object/apply:os.getpid []\n",
+        "{web}:1: basic_auth_users: unsupported YAML: the tag "
+        "'tag:yaml.org,2002:python/object/apply:os.getpid' is not allowed",
+        id="python-tag",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "problem"), WEB_FILE_CASES)
+def test_web_config_text_is_bounded(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "web.yml"
+    path.write_text(text)
+    with pytest.raises(WebConfigError) as caught:
+        load_web_config(path)
+    assert caught.value.problems == (problem.format(web=path),)
+
+
+def test_web_config_file_is_read_bounded(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)  # would block an open or a read forever
+    huge = tmp_path / "huge.yml"
+    with huge.open("wb") as file:
+        file.truncate(2 * 1024 * 1024)  # sparse: costs no disk
+    for path, reason in [(fifo, "not a regular file"), (huge, "larger than 1048576 bytes")]:
+        with pytest.raises(WebConfigError) as caught:
+            load_web_config(path)
+        assert caught.value.problems == (f"{path}: cannot read the file: {reason}",)
 
 
 # --------------------------------------------------------------------------------------------

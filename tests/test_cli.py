@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -29,7 +30,10 @@ import pytest
 
 from exporter import __version__
 from exporter.simulator import FakeProvider, FakeQuickBlox, Fault, Simulator
-from tests.conftest import (
+from tests.support import (
+    DEMO_ACCOUNTS,
+    DEMO_DIALOGS,
+    EXE,
     IMKIT_TOKEN,
     QB_DIALOGS,
     QB_USER,
@@ -37,10 +41,10 @@ from tests.conftest import (
     assert_populated_values,
     config_yaml,
     dialog_values,
+    free_port,
     parse,
     value,
 )
-from tests.support import DEMO_ACCOUNTS, DEMO_DIALOGS, EXE, free_port
 
 DEADLINE = 10.0  # generous: only a broken exporter takes this long
 FLAGS = (
@@ -291,7 +295,9 @@ def test_config_check_covers_the_web_config(tmp_path: Path) -> None:
     missing = run_cli(*base, str(tmp_path / "nope.yml"))
     assert missing.returncode == 1
     nope = tmp_path / "nope.yml"
-    assert f"web config {nope} is invalid:\n  {nope}: file not found" in missing.stderr
+    assert (
+        f"web config {nope} is invalid:\n  {nope}: cannot read the file: No such" in missing.stderr
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,11 +332,47 @@ def test_listen_address_in_use_exits_1() -> None:
     assert "in use" in result.stderr
 
 
+def test_listen_host_that_idna_refuses_exits_1() -> None:
+    host = "a" * 64  # a label longer than DNS allows: a ValueError, not an OSError
+    result = run_cli("--demo", f"--web.listen-address={host}:{free_port()}")
+    assert result.returncode == 1
+    assert "cannot start: cannot listen on " in result.stderr
+
+
 def test_missing_web_config_file_exits_1(tmp_path: Path) -> None:
     missing = tmp_path / "web.yml"
     result = run_cli("--demo", "--web.config.file", str(missing))
     assert result.returncode == 1
-    assert f"cannot start: web config {missing}: file not found" in result.stderr
+    assert f"cannot start: web config {missing}: cannot read the file: No such" in result.stderr
+
+
+def test_an_unexpected_error_shows_its_traceback(tmp_path: Path) -> None:
+    """Only the foreseen refusals are one "cannot start" line; any other error propagates, so
+    Python prints its traceback and the exit status is 1.
+
+    The unexpected error is real, nothing patched: with its open-file limit at the few that
+    Python needs to start, the exporter cannot make its event loop (an OSError, which used to
+    be printed as "cannot start: [Errno 24] Too many open files" without a traceback). The
+    lowest limit at which the interpreter itself starts is searched, as it varies by machine.
+    """
+    path = tmp_path / "config.yaml"
+    path.write_text(valid_config_text().replace("${CHECK_TEST_CRISP_KEY}", "crisp-key"))
+    command = [str(EXE), "--config.file", str(path), f"--web.listen-address=:{free_port()}"]
+    for limit in range(4, 12):
+        result = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)),  # noqa: B023
+        )
+        if "Fatal Python error" not in result.stderr:  # the interpreter started
+            break
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" not in result.stderr
+    assert "Traceback (most recent call last):" in result.stderr
+    assert "OSError: [Errno 24] Too many open files" in result.stderr
 
 
 # --------------------------------------------------------------------------------------------
@@ -382,7 +424,7 @@ def replace_line(text: str, field: str, new: str) -> str:
 
 
 def config_with_secrets_outside(sim: Simulator, folder: Path, extra: str = "") -> str:
-    """conftest's four accounts, with credentials from the environment and from files.
+    """``config_yaml``'s four accounts, with credentials from the environment and from files.
 
     The files are named relative to the config file, except the Sendbird token's, which is
     absolute; the environment variables are those of :func:`secret_env`.

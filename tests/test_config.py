@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -521,137 +522,487 @@ def parse_problems(text: str, base_dir: Path) -> list[str]:
 
 TWO_SENDBIRD = SENDBIRD + SENDBIRD.removeprefix("accounts:\n")
 
-REFUSALS: list[tuple[str, str, str, str, int, str]] = [
-    # (id, config, field path, text on the reported line, which occurrence, problem)
-    ("unknown-top-level", SENDBIRD + "scrape_interval: 30s\n", "scrape_interval",
-     "scrape_interval", 1, "unknown field"),
-    ("unknown-account-field", with_fields(SENDBIRD, "api_tokn: x"), "accounts[0].api_tokn",
-     "api_tokn", 1, "unknown field"),
-    ("unknown-dialog-field", SENDBIRD + "        user: agent-7\n",
-     "accounts[0].dialogs[0].user", "user: agent-7", 1, "unknown field"),
-    ("file-suffix-on-plain-field", with_fields(SENDBIRD, "user_id_file: x"),
-     "accounts[0].user_id_file", "user_id_file", 1, "unknown field"),
-    ("duplicate-account-name", TWO_SENDBIRD, "accounts[1].name", "- name: sb", 2,
-     "account name 'sb' is already used by accounts[0]"),
-    ("duplicate-dialog-name", SENDBIRD + "      - name: agent\n        user_id: agent-7\n",
-     "accounts[0].dialogs[1].name", "- name: agent", 2,
-     "dialog name 'agent' is already used by dialogs[0]"),
-    ("sendbird-dialog-without-user-id", without(SENDBIRD, "user_id:"),
-     "accounts[0].dialogs[0].user_id", "- name: agent", 1, "required field is missing"),
-    ("imkit-without-base-url", without(IMKIT, "base_url:"), "accounts[0].base_url",
-     "- name: im", 1, "required field is missing"),
-    ("crisp-without-key", without(CRISP, "key: crisp-key"), "accounts[0].key",
-     "- name: cr", 1, "required field is missing"),
-    ("account-without-name", without(SENDBIRD, "- name: sb").replace(
-        "    provider:", "  - provider:"), "accounts[0].name", "provider:", 1,
-     "required field is missing"),
-    ("bad-tier", with_fields(CRISP, "tier: gold"), "accounts[0].tier", "tier: gold", 1,
-     "Input should be 'plugin' or 'website'"),
-    ("bad-side", CRISP + "      - name: vip\n        session_id: s-1\n        side: both\n",
-     "accounts[0].dialogs[1].side", "side: both", 1, "Input should be 'visitor' or 'operator'"),
-    ("bad-channels", SENDBIRD + "        channels: open\n", "accounts[0].dialogs[0].channels",
-     "channels: open", 1, "Input should be 'all', 'super_group' or 'non_super_group'"),
-    ("negative-timeout", with_fields(SENDBIRD, "timeout: -1"), "accounts[0].timeout",
-     "timeout:", 1, "must not be negative"),
-    ("negative-timeout-string", with_fields(SENDBIRD, "timeout: -5s"), "accounts[0].timeout",
-     "timeout:", 1, "must not be negative"),
-    ("zero-timeout", with_fields(SENDBIRD, "timeout: 0"), "accounts[0].timeout",
-     "timeout:", 1, "Input should be greater than 0"),
-    ("zero-timeout-string", with_fields(SENDBIRD, "timeout: 0s"), "accounts[0].timeout",
-     "timeout:", 1, "Input should be greater than 0"),
-    ("bad-duration", with_fields(SENDBIRD, "timeout: 5 minutes"), "accounts[0].timeout",
-     "timeout:", 1, "not a duration (use e.g. 500ms, 30s, 5m, or seconds)"),
-    ("boolean-duration", with_fields(SENDBIRD, "cache_ttl: yes"), "accounts[0].cache_ttl",
-     "cache_ttl:", 1, "expected a duration"),
-    ("negative-cache-ttl", with_fields(SENDBIRD, "cache_ttl: -1m"), "accounts[0].cache_ttl",
-     "cache_ttl:", 1, "must not be negative"),
-    ("zero-concurrency", with_fields(SENDBIRD, "max_concurrency: 0"),
-     "accounts[0].max_concurrency", "max_concurrency:", 1, "greater than or equal to 1"),
-    ("zero-budget", with_fields(SENDBIRD, "daily_request_budget: 0"),
-     "accounts[0].daily_request_budget", "daily_request_budget:", 1,
-     "greater than or equal to 1"),
-    ("base-url-not-http", with_fields(SENDBIRD, "base_url: ftp://files.example"),
-     "accounts[0].base_url", "base_url:", 1, "must be an http(s) URL"),
-    ("base-url-with-query", with_fields(SENDBIRD, "base_url: https://x.example/?a=1"),
-     "accounts[0].base_url", "base_url:", 1, "must be scheme and host only"),
-    ("base-url-with-path", with_fields(SENDBIRD, "base_url: https://x.example/v3"),
-     "accounts[0].base_url", "base_url:", 1, "must be scheme and host only"),
-    ("base-url-with-credentials", with_fields(SENDBIRD, "base_url: https://u:S3CRET@x.example"),
-     "accounts[0].base_url", "base_url:", 1, "must not carry credentials"),
-    ("name-with-space", SENDBIRD.replace("- name: sb", "- name: my account"),
-     "accounts[0].name", "- name: my account", 1, "String should match pattern"),
-    ("unknown-provider", SENDBIRD.replace("provider: sendbird", "provider: slack"),
-     "accounts[0].provider", "provider: slack", 1,
-     "provider 'slack' is not known "
-     "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)"),
-    ("missing-provider", without(SENDBIRD, "provider:"), "accounts[0].provider",
-     "- name: sb", 1,
-     "provider is missing (known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)"),
-    ("empty-accounts", "accounts: []\n", "accounts", "accounts:", 1,
-     "must be a non-empty list of accounts"),
-    ("accounts-null", "accounts:\n", "accounts", "accounts:", 1,
-     "must be a non-empty list of accounts"),
-    ("accounts-mapping", "accounts:\n  name: sb\n", "accounts", "name: sb", 1,
-     "must be a non-empty list of accounts"),
-    ("account-not-mapping", "accounts:\n  - sb\n", "accounts[0]", "- sb", 1,
-     "each account must be a mapping"),
-    ("no-dialogs", SENDBIRD.split("    dialogs:")[0], "accounts[0].dialogs", "- name: sb", 1,
-     "required field is missing"),
-    ("empty-dialogs", SENDBIRD.split("    dialogs:")[0] + "    dialogs: []\n",
-     "accounts[0].dialogs", "dialogs: []", 1, "must list at least one entry"),
-    ("dialogs-mapping", SENDBIRD.split("    dialogs:")[0] + "    dialogs:\n      name: a\n",
-     "accounts[0].dialogs", "name: a", 1, "Input should be a list"),
-    ("quickblox-two-auth-modes", with_fields(QB_API_KEY, "token: qb-token"), "accounts[0]",
-     "- name: qb", 1,
-     "set exactly one of api_key, token, or application_id/auth_key/auth_secret"),
-    ("quickblox-no-auth-mode", without(without(QB_API_KEY, "api_key:"), "on_behalf_of:"),
-     "accounts[0]", "- name: qb", 1,
-     "set exactly one of api_key, token, or application_id/auth_key/auth_secret"),
-    ("quickblox-incomplete-app-credentials", without(QB_APP, "auth_secret:"), "accounts[0]",
-     "- name: qb", 1, "application_id, auth_key and auth_secret go together"),
-    ("quickblox-login-without-password", without(QB_APP, "password:"), "accounts[0]",
-     "- name: qb", 1, "login and password go together"),
-    ("quickblox-login-with-token", with_fields(QB_TOKEN, "login: a", "password: b"),
-     "accounts[0]", "- name: qb", 1,
-     "login/password apply only with application credentials"),
-    ("quickblox-on-behalf-of-without-api-key", with_fields(QB_TOKEN, "on_behalf_of: 7"),
-     "accounts[0]", "- name: qb", 1, "on_behalf_of applies only with api_key"),
-    ("quickblox-dialog-id-list", QB_TOKEN + "        dialog_id: a,b\n",
-     "accounts[0].dialogs[0].dialog_id", "dialog_id:", 1, "String should match pattern"),
-    ("crisp-side-without-session", CRISP + "        side: operator\n",
-     "accounts[0].dialogs[0]", "- name: backlog", 1,
-     "side applies only to a dialog with a session_id"),
-    ("duplicate-yaml-key", with_fields(SENDBIRD, "api_token: second"),
-     "accounts[0].api_token", "api_token:", 2, "duplicate key"),
-    ("duplicate-top-level-key", SENDBIRD + "accounts: []\n", "accounts", "accounts:", 2,
-     "duplicate key"),
-    ("non-string-key", with_fields(SENDBIRD, "1: x"), "accounts[0]", "1: x", 1,
-     "key 1 is not a string"),
-    ("unknown-yaml-tag", SENDBIRD.replace("user_id: agent-42", "user_id: !vault agent-42"),
-     "accounts[0].dialogs[0].user_id", "!vault", 1,
-     "unsupported YAML: could not determine a constructor for the tag '!vault'"),
-    ("python-yaml-tag", SENDBIRD.replace("sb-token", "!!python/object/apply:os.getpid []"),
-     "accounts[0].api_token", "!!python", 1,
-     "unsupported YAML: the tag 'tag:yaml.org,2002:python/object/apply:os.getpid' is not "
-     "allowed"),
-    ("set-yaml-tag", IMKIT + "        room_tags: !!set {work}\n",
-     "accounts[0].dialogs[0].room_tags", "!!set", 1,
-     "unsupported YAML: the tag 'tag:yaml.org,2002:set' is not allowed"),
-]  # fmt: skip
+
+@dataclass(frozen=True)
+class Refusal:
+    """A config with one mistake, and how the loader must report it: at the line of the
+    ``occurrence``-th ``line_with`` in ``text``, naming the field ``path`` and the ``problem``."""
+
+    text: str
+    path: str
+    line_with: str
+    problem: str
+    occurrence: int = 1
 
 
-@pytest.mark.parametrize(
-    ("text", "path", "needle", "occurrence", "problem"),
-    [case[1:] for case in REFUSALS],
-    ids=[case[0] for case in REFUSALS],
-)
-def test_refusal_names_line_and_field_path(
-    text: str, path: str, needle: str, occurrence: int, problem: str
-) -> None:
-    reported = only_problem(text)
-    location = f"{SOURCE}:{line_of(text, needle, occurrence)}: {path}: "
+REFUSALS = [
+    pytest.param(
+        Refusal(
+            text=SENDBIRD + "scrape_interval: 30s\n",
+            path="scrape_interval",
+            line_with="scrape_interval",
+            problem="unknown field",
+        ),
+        id="unknown-top-level",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "api_tokn: x"),
+            path="accounts[0].api_tokn",
+            line_with="api_tokn",
+            problem="unknown field",
+        ),
+        id="unknown-account-field",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD + "        user: agent-7\n",
+            path="accounts[0].dialogs[0].user",
+            line_with="user: agent-7",
+            problem="unknown field",
+        ),
+        id="unknown-dialog-field",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "user_id_file: x"),
+            path="accounts[0].user_id_file",
+            line_with="user_id_file",
+            problem="unknown field",
+        ),
+        id="file-suffix-on-plain-field",
+    ),
+    pytest.param(
+        Refusal(
+            text=TWO_SENDBIRD,
+            path="accounts[1].name",
+            line_with="- name: sb",
+            occurrence=2,
+            problem="account name 'sb' is already used by accounts[0]",
+        ),
+        id="duplicate-account-name",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD + "      - name: agent\n        user_id: agent-7\n",
+            path="accounts[0].dialogs[1].name",
+            line_with="- name: agent",
+            occurrence=2,
+            problem="dialog name 'agent' is already used by dialogs[0]",
+        ),
+        id="duplicate-dialog-name",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(SENDBIRD, "user_id:"),
+            path="accounts[0].dialogs[0].user_id",
+            line_with="- name: agent",
+            problem="required field is missing",
+        ),
+        id="sendbird-dialog-without-user-id",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(IMKIT, "base_url:"),
+            path="accounts[0].base_url",
+            line_with="- name: im",
+            problem="required field is missing",
+        ),
+        id="imkit-without-base-url",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(CRISP, "key: crisp-key"),
+            path="accounts[0].key",
+            line_with="- name: cr",
+            problem="required field is missing",
+        ),
+        id="crisp-without-key",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(SENDBIRD, "- name: sb").replace("    provider:", "  - provider:"),
+            path="accounts[0].name",
+            line_with="provider:",
+            problem="required field is missing",
+        ),
+        id="account-without-name",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(CRISP, "tier: gold"),
+            path="accounts[0].tier",
+            line_with="tier: gold",
+            problem="Input should be 'plugin' or 'website'",
+        ),
+        id="bad-tier",
+    ),
+    pytest.param(
+        Refusal(
+            text=CRISP + "      - name: vip\n        session_id: s-1\n        side: both\n",
+            path="accounts[0].dialogs[1].side",
+            line_with="side: both",
+            problem="Input should be 'visitor' or 'operator'",
+        ),
+        id="bad-side",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD + "        channels: open\n",
+            path="accounts[0].dialogs[0].channels",
+            line_with="channels: open",
+            problem="Input should be 'all', 'super_group' or 'non_super_group'",
+        ),
+        id="bad-channels",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timeout: -1"),
+            path="accounts[0].timeout",
+            line_with="timeout:",
+            problem="must not be negative",
+        ),
+        id="negative-timeout",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timeout: -5s"),
+            path="accounts[0].timeout",
+            line_with="timeout:",
+            problem="must not be negative",
+        ),
+        id="negative-timeout-string",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timeout: 0"),
+            path="accounts[0].timeout",
+            line_with="timeout:",
+            problem="Input should be greater than 0",
+        ),
+        id="zero-timeout",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timeout: 0s"),
+            path="accounts[0].timeout",
+            line_with="timeout:",
+            problem="Input should be greater than 0",
+        ),
+        id="zero-timeout-string",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timeout: 5 minutes"),
+            path="accounts[0].timeout",
+            line_with="timeout:",
+            problem="not a duration (use e.g. 500ms, 30s, 5m, or seconds)",
+        ),
+        id="bad-duration",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "cache_ttl: yes"),
+            path="accounts[0].cache_ttl",
+            line_with="cache_ttl:",
+            problem="expected a duration",
+        ),
+        id="boolean-duration",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "cache_ttl: -1m"),
+            path="accounts[0].cache_ttl",
+            line_with="cache_ttl:",
+            problem="must not be negative",
+        ),
+        id="negative-cache-ttl",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "max_concurrency: 0"),
+            path="accounts[0].max_concurrency",
+            line_with="max_concurrency:",
+            problem="greater than or equal to 1",
+        ),
+        id="zero-concurrency",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "daily_request_budget: 0"),
+            path="accounts[0].daily_request_budget",
+            line_with="daily_request_budget:",
+            problem="greater than or equal to 1",
+        ),
+        id="zero-budget",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "base_url: ftp://files.example"),
+            path="accounts[0].base_url",
+            line_with="base_url:",
+            problem="must be an http(s) URL",
+        ),
+        id="base-url-not-http",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "base_url: https://x.example/?a=1"),
+            path="accounts[0].base_url",
+            line_with="base_url:",
+            problem="must be scheme and host only",
+        ),
+        id="base-url-with-query",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "base_url: https://x.example/v3"),
+            path="accounts[0].base_url",
+            line_with="base_url:",
+            problem="must be scheme and host only",
+        ),
+        id="base-url-with-path",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "base_url: https://u:S3CRET@x.example"),
+            path="accounts[0].base_url",
+            line_with="base_url:",
+            problem="must not carry credentials",
+        ),
+        id="base-url-with-credentials",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("- name: sb", "- name: my account"),
+            path="accounts[0].name",
+            line_with="- name: my account",
+            problem="String should match pattern",
+        ),
+        id="name-with-space",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("provider: sendbird", "provider: slack"),
+            path="accounts[0].provider",
+            line_with="provider: slack",
+            problem="provider 'slack' is not known "
+            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+        ),
+        id="unknown-provider",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(SENDBIRD, "provider:"),
+            path="accounts[0].provider",
+            line_with="- name: sb",
+            problem="provider is missing "
+            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+        ),
+        id="missing-provider",
+    ),
+    pytest.param(
+        Refusal(
+            text="accounts: []\n",
+            path="accounts",
+            line_with="accounts:",
+            problem="must be a non-empty list of accounts",
+        ),
+        id="empty-accounts",
+    ),
+    pytest.param(
+        Refusal(
+            text="accounts:\n",
+            path="accounts",
+            line_with="accounts:",
+            problem="must be a non-empty list of accounts",
+        ),
+        id="accounts-null",
+    ),
+    pytest.param(
+        Refusal(
+            text="accounts:\n  name: sb\n",
+            path="accounts",
+            line_with="name: sb",
+            problem="must be a non-empty list of accounts",
+        ),
+        id="accounts-mapping",
+    ),
+    pytest.param(
+        Refusal(
+            text="accounts:\n  - sb\n",
+            path="accounts[0]",
+            line_with="- sb",
+            problem="each account must be a mapping",
+        ),
+        id="account-not-mapping",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.split("    dialogs:")[0],
+            path="accounts[0].dialogs",
+            line_with="- name: sb",
+            problem="required field is missing",
+        ),
+        id="no-dialogs",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.split("    dialogs:")[0] + "    dialogs: []\n",
+            path="accounts[0].dialogs",
+            line_with="dialogs: []",
+            problem="must list at least one entry",
+        ),
+        id="empty-dialogs",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.split("    dialogs:")[0] + "    dialogs:\n      name: a\n",
+            path="accounts[0].dialogs",
+            line_with="name: a",
+            problem="must be a list",
+        ),
+        id="dialogs-mapping",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(QB_API_KEY, "token: qb-token"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="set exactly one of api_key, token, or application_id/auth_key/auth_secret",
+        ),
+        id="quickblox-two-auth-modes",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(without(QB_API_KEY, "api_key:"), "on_behalf_of:"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="set exactly one of api_key, token, or application_id/auth_key/auth_secret",
+        ),
+        id="quickblox-no-auth-mode",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(QB_APP, "auth_secret:"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="application_id, auth_key and auth_secret go together",
+        ),
+        id="quickblox-incomplete-app-credentials",
+    ),
+    pytest.param(
+        Refusal(
+            text=without(QB_APP, "password:"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="login and password go together",
+        ),
+        id="quickblox-login-without-password",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(QB_TOKEN, "login: a", "password: b"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="login/password apply only with application credentials",
+        ),
+        id="quickblox-login-with-token",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(QB_TOKEN, "on_behalf_of: 7"),
+            path="accounts[0]",
+            line_with="- name: qb",
+            problem="on_behalf_of applies only with api_key",
+        ),
+        id="quickblox-on-behalf-of-without-api-key",
+    ),
+    pytest.param(
+        Refusal(
+            text=QB_TOKEN + "        dialog_id: a,b\n",
+            path="accounts[0].dialogs[0].dialog_id",
+            line_with="dialog_id:",
+            problem="String should match pattern",
+        ),
+        id="quickblox-dialog-id-list",
+    ),
+    pytest.param(
+        Refusal(
+            text=CRISP + "        side: operator\n",
+            path="accounts[0].dialogs[0]",
+            line_with="- name: backlog",
+            problem="side applies only to a dialog with a session_id",
+        ),
+        id="crisp-side-without-session",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "api_token: second"),
+            path="accounts[0].api_token",
+            line_with="api_token:",
+            occurrence=2,
+            problem="duplicate key",
+        ),
+        id="duplicate-yaml-key",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD + "accounts: []\n",
+            path="accounts",
+            line_with="accounts:",
+            occurrence=2,
+            problem="duplicate key",
+        ),
+        id="duplicate-top-level-key",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "1: x"),
+            path="accounts[0]",
+            line_with="1: x",
+            problem="key 1 is not a string",
+        ),
+        id="non-string-key",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("user_id: agent-42", "user_id: !vault agent-42"),
+            path="accounts[0].dialogs[0].user_id",
+            line_with="!vault",
+            problem="unsupported YAML: could not determine a constructor for the tag '!vault'",
+        ),
+        id="unknown-yaml-tag",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("sb-token", "!!python/object/apply:os.getpid []"),
+            path="accounts[0].api_token",
+            line_with="!!python",
+            problem="unsupported YAML: "
+            "the tag 'tag:yaml.org,2002:python/object/apply:os.getpid' is not allowed",
+        ),
+        id="python-yaml-tag",
+    ),
+    pytest.param(
+        Refusal(
+            text=IMKIT + "        room_tags: !!set {work}\n",
+            path="accounts[0].dialogs[0].room_tags",
+            line_with="!!set",
+            problem="unsupported YAML: the tag 'tag:yaml.org,2002:set' is not allowed",
+        ),
+        id="set-yaml-tag",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_refusal_names_line_and_field_path(refusal: Refusal) -> None:
+    reported = only_problem(refusal.text)
+    line = line_of(refusal.text, refusal.line_with, refusal.occurrence)
+    location = f"{SOURCE}:{line}: {refusal.path}: "
     assert reported.startswith(location), reported
-    assert problem in reported.removeprefix(location), reported
+    assert refusal.problem in reported.removeprefix(location), reported
 
 
 @pytest.mark.parametrize(
@@ -760,56 +1111,140 @@ interval: 30s
 SECRET = "S3CRET:v@lue/9f8e 7d"  # invalid as a name, URL, id, number, duration or enum value
 
 
-LEAK_CASES: list[tuple[str, str, dict[str, str], str]] = [
-    # (id, config, environment, field path the problem must name)
-    ("secret-as-list", SENDBIRD.replace("api_token: sb-token", f"api_token: ['{SECRET}']"), {},
-     "accounts[0].api_token"),
-    ("secret-as-mapping", SENDBIRD.replace("api_token: sb-token", f"api_token: {{v: '{SECRET}'}}"),
-     {}, "accounts[0].api_token"),
-    ("secret-as-number", SENDBIRD.replace("api_token: sb-token", "api_token: 987654321987"), {},
-     "accounts[0].api_token"),
-    ("in-timeout", with_fields(SENDBIRD, f"timeout: '{SECRET}'"), {}, "accounts[0].timeout"),
-    ("in-cache-ttl-from-env", with_fields(SENDBIRD, "cache_ttl: ${TOKEN}"), {"TOKEN": SECRET},
-     "accounts[0].cache_ttl"),
-    ("in-name", SENDBIRD.replace("- name: sb", f"- name: '{SECRET}'"), {}, "accounts[0].name"),
-    ("in-application-id", SENDBIRD.replace("application_id: APP-1",
-     f"application_id: '{SECRET}'"), {}, "accounts[0].application_id"),
-    ("in-base-url", with_fields(SENDBIRD, f"base_url: '{SECRET}'"), {}, "accounts[0].base_url"),
-    ("in-base-url-from-env", with_fields(SENDBIRD, "base_url: ${TOKEN}"),
-     {"TOKEN": SECRET}, "accounts[0].base_url"),
-    ("in-on-behalf-of", QB_API_KEY.replace("on_behalf_of: 7", f"on_behalf_of: '{SECRET}'"), {},
-     "accounts[0].on_behalf_of"),
-    ("in-max-concurrency", with_fields(SENDBIRD, f"max_concurrency: '{SECRET}'"), {},
-     "accounts[0].max_concurrency"),
-    ("in-tier", with_fields(CRISP, f"tier: '{SECRET}'"), {}, "accounts[0].tier"),
-    ("in-channels-from-env", SENDBIRD + "        channels: ${TOKEN}\n", {"TOKEN": SECRET},
-     "accounts[0].dialogs[0].channels"),
-    ("in-side", CRISP.replace("- name: backlog",
-     f"- name: vip\n        session_id: s-1\n        side: '{SECRET}'"), {},
-     "accounts[0].dialogs[0].side"),
-    ("in-dialog-id", QB_TOKEN + f"        dialog_id: '{SECRET}'\n", {},
-     "accounts[0].dialogs[0].dialog_id"),
-    ("in-room-tags", IMKIT + f"        room_tags: '{SECRET}'\n", {},
-     "accounts[0].dialogs[0].room_tags"),
-    ("in-unknown-field", with_fields(SENDBIRD, f"api_tokn: '{SECRET}'"), {},
-     "accounts[0].api_tokn"),
-    ("beside-a-bad-auth-mode", with_fields(QB_API_KEY, f"token: '{SECRET}'"), {},
-     "accounts[0]"),
-    ("in-quickblox-login", QB_APP.replace("login: agent", f"login: ['{SECRET}']"), {},
-     "accounts[0].login"),
-]  # fmt: skip
+@dataclass(frozen=True)
+class Leak:
+    """A config with a secret where it is invalid; the problem must name the field ``path``."""
+
+    text: str
+    path: str
+    environ: dict[str, str] = field(default_factory=dict)
 
 
-@pytest.mark.parametrize(
-    ("text", "environ", "path"),
-    [case[1:] for case in LEAK_CASES],
-    ids=[case[0] for case in LEAK_CASES],
-)
-def test_problems_never_quote_a_secret(text: str, environ: dict[str, str], path: str) -> None:
+LEAK_CASES = [
+    pytest.param(
+        Leak(
+            text=SENDBIRD.replace("api_token: sb-token", f"api_token: ['{SECRET}']"),
+            path="accounts[0].api_token",
+        ),
+        id="secret-as-list",
+    ),
+    pytest.param(
+        Leak(
+            text=SENDBIRD.replace("api_token: sb-token", f"api_token: {{v: '{SECRET}'}}"),
+            path="accounts[0].api_token",
+        ),
+        id="secret-as-mapping",
+    ),
+    pytest.param(
+        Leak(
+            text=SENDBIRD.replace("api_token: sb-token", "api_token: 987654321987"),
+            path="accounts[0].api_token",
+        ),
+        id="secret-as-number",
+    ),
+    pytest.param(
+        Leak(text=with_fields(SENDBIRD, f"timeout: '{SECRET}'"), path="accounts[0].timeout"),
+        id="in-timeout",
+    ),
+    pytest.param(
+        Leak(
+            text=with_fields(SENDBIRD, "cache_ttl: ${TOKEN}"),
+            environ={"TOKEN": SECRET},
+            path="accounts[0].cache_ttl",
+        ),
+        id="in-cache-ttl-from-env",
+    ),
+    pytest.param(
+        Leak(text=SENDBIRD.replace("- name: sb", f"- name: '{SECRET}'"), path="accounts[0].name"),
+        id="in-name",
+    ),
+    pytest.param(
+        Leak(
+            text=SENDBIRD.replace("application_id: APP-1", f"application_id: '{SECRET}'"),
+            path="accounts[0].application_id",
+        ),
+        id="in-application-id",
+    ),
+    pytest.param(
+        Leak(text=with_fields(SENDBIRD, f"base_url: '{SECRET}'"), path="accounts[0].base_url"),
+        id="in-base-url",
+    ),
+    pytest.param(
+        Leak(
+            text=with_fields(SENDBIRD, "base_url: ${TOKEN}"),
+            environ={"TOKEN": SECRET},
+            path="accounts[0].base_url",
+        ),
+        id="in-base-url-from-env",
+    ),
+    pytest.param(
+        Leak(
+            text=QB_API_KEY.replace("on_behalf_of: 7", f"on_behalf_of: '{SECRET}'"),
+            path="accounts[0].on_behalf_of",
+        ),
+        id="in-on-behalf-of",
+    ),
+    pytest.param(
+        Leak(
+            text=with_fields(SENDBIRD, f"max_concurrency: '{SECRET}'"),
+            path="accounts[0].max_concurrency",
+        ),
+        id="in-max-concurrency",
+    ),
+    pytest.param(
+        Leak(text=with_fields(CRISP, f"tier: '{SECRET}'"), path="accounts[0].tier"), id="in-tier"
+    ),
+    pytest.param(
+        Leak(
+            text=SENDBIRD + "        channels: ${TOKEN}\n",
+            environ={"TOKEN": SECRET},
+            path="accounts[0].dialogs[0].channels",
+        ),
+        id="in-channels-from-env",
+    ),
+    pytest.param(
+        Leak(
+            text=CRISP.replace(
+                "- name: backlog", f"- name: vip\n        session_id: s-1\n        side: '{SECRET}'"
+            ),
+            path="accounts[0].dialogs[0].side",
+        ),
+        id="in-side",
+    ),
+    pytest.param(
+        Leak(
+            text=QB_TOKEN + f"        dialog_id: '{SECRET}'\n",
+            path="accounts[0].dialogs[0].dialog_id",
+        ),
+        id="in-dialog-id",
+    ),
+    pytest.param(
+        Leak(
+            text=IMKIT + f"        room_tags: '{SECRET}'\n", path="accounts[0].dialogs[0].room_tags"
+        ),
+        id="in-room-tags",
+    ),
+    pytest.param(
+        Leak(text=with_fields(SENDBIRD, f"api_tokn: '{SECRET}'"), path="accounts[0].api_tokn"),
+        id="in-unknown-field",
+    ),
+    pytest.param(
+        Leak(text=with_fields(QB_API_KEY, f"token: '{SECRET}'"), path="accounts[0]"),
+        id="beside-a-bad-auth-mode",
+    ),
+    pytest.param(
+        Leak(text=QB_APP.replace("login: agent", f"login: ['{SECRET}']"), path="accounts[0].login"),
+        id="in-quickblox-login",
+    ),
+]
+
+
+@pytest.mark.parametrize("leak", LEAK_CASES)
+def test_problems_never_quote_a_secret(leak: Leak) -> None:
     with pytest.raises(ConfigError) as caught:
-        load(text, environ)
+        load(leak.text, leak.environ)
     message = str(caught.value)
-    assert f": {path}: " in message, message
+    assert f": {leak.path}: " in message, message
     for fragment in (SECRET, "S3CRET", "v@lue", "987654321987"):
         assert fragment not in message
 

@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from exporter.simulator import FakeProvider, Fault, Simulator
-from tests.conftest import (
+from exporter.simulator import Fault, Simulator
+from tests.support import (
     QB_DIALOGS,
     ScrapeClient,
     config_yaml,
     dialog_values,
     errors_of,
+    every_provider_yaml,
+    fake,
     get_metrics,
-    matrix_yaml,
     parse,
 )
-from tests.reach import populate_reach, reach_accounts
 
 PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream", "matrix")
 VALUE_METRICS = (
@@ -117,26 +117,6 @@ FAILURES: dict[str, tuple[Callable[[str], Fault], str]] = {
     "reset_connection": (lambda p: Fault.reset(), "connection"),
     "hang": (lambda p: Fault.hang(), "timeout"),
 }
-
-
-def fake(sim: Simulator, provider: str) -> FakeProvider:
-    return {
-        "crisp": sim.crisp,
-        "quickblox": sim.quickblox,
-        "imkit": sim.imkit,
-        "sendbird": sim.sendbird,
-        "intercom": sim.intercom,
-        "stream": sim.stream,
-        "matrix": sim.matrix,
-    }[provider]
-
-
-def every_provider_yaml(sim: Simulator, extra: str = "") -> str:
-    """A config with an account of every provider over the simulators, ``extra`` (one line)
-    added to each account."""
-    populate_reach(sim)
-    text = config_yaml(sim) + reach_accounts(sim) + matrix_yaml(sim)
-    return text.replace("\n    dialogs:", f"\n    {extra}\n    dialogs:") if extra else text
 
 
 @pytest.mark.parametrize("failure", sorted(FAILURES))

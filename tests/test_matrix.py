@@ -14,7 +14,7 @@ import pytest
 
 from exporter.config import ConfigError, parse_config
 from exporter.simulator import Fault, MatrixRoom, SeenRequest, Simulator
-from tests.conftest import (
+from tests.support import (
     MATRIX_ALIAS,
     MATRIX_ROOMS,
     MATRIX_TOKEN,

@@ -31,8 +31,18 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from tests.conftest import Samples, ScrapeClient, dialog_values, get_metrics, value
-from tests.support import ROOT, Server, free_port, start_server, wait_ready
+from tests.support import (
+    ROOT,
+    Samples,
+    ScrapeClient,
+    Server,
+    dialog_values,
+    free_port,
+    get_metrics,
+    start_server,
+    value,
+    wait_ready,
+)
 
 SYNAPSE_PYTHON = ROOT / ".venv-synapse" / "bin" / "python"
 REQUIRE_SYNAPSE = os.environ.get("CHAT_UNREAD_REQUIRE_SYNAPSE") == "1"

@@ -23,8 +23,7 @@ import pytest
 
 from exporter.registry import ENTRY_POINT_GROUP, discover
 from exporter.simulator import Simulator
-from tests.conftest import config_yaml, dialog_values, value
-from tests.support import ROOT, free_port, http_status
+from tests.support import ROOT, config_yaml, dialog_values, free_port, http_status, value
 from tests.test_cli import eventually, serving, up_values
 
 EXAMPLE = ROOT / "examples" / "provider-plugin"

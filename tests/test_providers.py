@@ -16,7 +16,7 @@ from exporter.config import ConfigError, parse_config
 from exporter.providers.quickblox import session_signature
 from exporter.simulator import FakeProvider, Simulator
 from exporter.simulator.quickblox import sdk_signature
-from tests.conftest import (
+from tests.support import (
     QB_DIALOGS,
     QB_USER,
     FakeClock,

@@ -18,16 +18,21 @@ from exporter.providers.intercom import IntercomAccount
 from exporter.providers.stream import server_token
 from exporter.simulator import Simulator, StreamChannel
 from exporter.simulator.base import RateWindow
-from tests.conftest import FakeClock, ScrapeClient, dialog_values, errors_of, get_metrics, value
-from tests.reach import (
+from tests.support import (
     INTERCOM_ADMIN,
     INTERCOM_EXPECTED,
     INTERCOM_TEAM,
     INTERCOM_WAITING,
     STREAM_EXPECTED,
+    FakeClock,
+    ScrapeClient,
+    dialog_values,
+    errors_of,
+    get_metrics,
     intercom_backlog,
     populate_reach,
     reach_config,
+    value,
 )
 
 WAITING_ON_TEAM = [

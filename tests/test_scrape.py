@@ -10,7 +10,8 @@ import asyncio
 from exporter.providers.base import FetchError, Reason
 from exporter.scrape import observe_all
 from exporter.simulator import Fault, Simulator
-from tests.conftest import (
+from tests.support import (
+    ACCOUNT_OF,
     ExporterFactory,
     FakeClock,
     ScrapeClient,
@@ -53,6 +54,22 @@ async def test_concurrent_scrapes_share_one_fetch(
         bodies[-1], "chat_unread_up", provider="sendbird", account="sb-prod", dialog="agent-42"
     )
     assert hits == 1.0
+
+
+async def test_scrapes_joining_a_render_in_flight_count_as_cache_hits(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config_yaml(sim))
+    for provider in sim.providers:
+        provider.latency = 0.3  # the first scrape is still in flight when the others arrive
+    await asyncio.gather(*(client.get("/metrics") for _ in range(3)))
+    for provider in sim.providers:
+        provider.latency = 0.0
+    samples = await get_metrics(client)  # later: a refresh of its own
+    for name in ("crisp", "quickblox", "imkit", "sendbird"):
+        labels = {"provider": name, "account": ACCOUNT_OF[name]}
+        assert value(samples, "chat_unread_cache_hits_total", **labels) == 2.0  # the joiners
+        assert value(samples, "chat_unread_cache_misses_total", **labels) == 2.0
 
 
 async def test_cache_ttl_serves_last_values_until_it_expires(
@@ -130,8 +147,8 @@ accounts:
     assert spent <= 500
     assert spent >= 450  # and the budget is used, not wasted
     assert served == 86400 // 5  # every scrape was served a value
-    assert runtime.upstream.budget is not None
-    assert runtime.upstream.budget.spent(clock.now - 5) == spent
+    assert runtime.budget is not None
+    assert runtime.budget.spent(clock.now - 5) == spent
 
 
 async def test_budget_is_exposed(

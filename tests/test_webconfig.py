@@ -1,4 +1,4 @@
-"""Tests for exporter/webconfig.py against real servers on 127.0.0.1.
+"""Tests for exporter/webconfig*.py against real servers on 127.0.0.1.
 
 Each test writes a web config file, loads it with ``load_web_config``, serves a tiny aiohttp app
 with the resulting auth and headers and SSL context, and talks to it with ``aiohttp.ClientSession``;
@@ -157,8 +157,8 @@ async def test_tls_serves_a_client_that_trusts_the_ca(pki: PKI, tmp_path: Path) 
 
 async def test_min_version_tls13_refuses_a_tls12_only_client(pki: PKI, tmp_path: Path) -> None:
     config = load_web_config(write_config(tmp_path, tls_config(pki, "min_version: TLS13\n")))
-    assert config.tls is not None
-    assert config.tls.min_version == ssl.TLSVersion.TLSv1_3
+    assert config.tls_server_config is not None
+    assert config.tls_server_config.min_version == ssl.TLSVersion.TLSv1_3
     async with serve(config) as base:
         status, _, _ = await get(base / "metrics", ssl_context=pki.client_context())
         assert status == 200
@@ -219,8 +219,8 @@ async def test_relative_paths_are_relative_to_the_config_file(
     )
     monkeypatch.chdir(pki.dir.parent)  # somewhere else entirely
     config = load_web_config(path)
-    assert config.tls is not None
-    assert config.tls.cert_file == tmp_path / "server.crt"
+    assert config.tls_server_config is not None
+    assert config.tls_server_config.cert_file == tmp_path / "server.crt"
     async with serve(config) as base:
         status, _, _ = await get(base / "metrics", ssl_context=pki.client_context())
         assert status == 200
@@ -404,7 +404,7 @@ def test_no_file_and_empty_file_mean_plain_http(tmp_path: Path) -> None:
 
 def test_an_empty_tls_section_means_no_tls(tmp_path: Path) -> None:
     config = load_web_config(write_config(tmp_path, "tls_server_config: {}\n"))
-    assert config.tls is None
+    assert config.tls_server_config is None
 
 
 def test_repr_and_describe_never_show_hashes(tmp_path: Path) -> None:
@@ -478,9 +478,8 @@ def test_non_bcrypt_hash_is_refused_without_echoing_it(tmp_path: Path) -> None:
 
 def test_bad_client_auth_type_is_refused(pki: PKI, tmp_path: Path) -> None:
     message = refusal(tmp_path, tls_config(pki, "client_auth_type: Sometimes\n"))
-    assert ": tls_server_config.client_auth_type: invalid value 'Sometimes'; expected one of" in (
-        message
-    )
+    assert ": tls_server_config.client_auth_type: must be one of NoClientCert," in message
+    assert "Sometimes" not in message
     assert "RequireAndVerifyClientCert" in message
 
 
@@ -503,7 +502,9 @@ def test_client_auth_and_ca_must_agree(pki: PKI, tmp_path: Path) -> None:
 
 def test_bad_tls_versions_are_refused(pki: PKI, tmp_path: Path) -> None:
     message = refusal(tmp_path, tls_config(pki, "min_version: TLS1.2\n"))
-    assert ": tls_server_config.min_version: invalid value 'TLS1.2'" in message
+    assert message.endswith(
+        ": tls_server_config.min_version: must be one of TLS10, TLS11, TLS12, TLS13"
+    )
     message = refusal(tmp_path, tls_config(pki, "min_version: TLS13\nmax_version: TLS12\n"))
     assert message.endswith(": tls_server_config.min_version: TLS13 is above max_version TLS12")
 
@@ -512,12 +513,16 @@ def test_header_rules_follow_exporter_toolkit(tmp_path: Path) -> None:
     message = refusal(tmp_path, "http_server_config:\n  headers: {Server: nginx}\n")
     assert ": http_server_config.headers: header 'Server' can not be configured" in message
     message = refusal(tmp_path, "http_server_config:\n  headers: {X-Frame-Options: allow}\n")
-    assert "X-Frame-Options: invalid value 'allow'; expected one of deny, sameorigin" in message
+    assert (
+        ": http_server_config.headers: X-Frame-Options: must be one of deny, sameorigin" in message
+    )
 
 
 def test_bad_unauthenticated_paths_are_refused(tmp_path: Path) -> None:
     message = refusal(tmp_path, "unauthenticated_paths: [-/healthy]\n")
-    assert ": unauthenticated_paths[0]: '-/healthy' must be an absolute path" in message
+    assert message.endswith(
+        ":1: unauthenticated_paths[0]: must be an absolute path starting with '/'"
+    )
     message = refusal(tmp_path, "unauthenticated_paths: /-/healthy\n")
     assert message.endswith(": unauthenticated_paths: must be a list")
 
@@ -525,16 +530,16 @@ def test_bad_unauthenticated_paths_are_refused(tmp_path: Path) -> None:
 def test_malformed_yaml_is_refused_without_quoting_the_line(tmp_path: Path) -> None:
     hashed = bcrypt_hash(PASSWORD)
     message = refusal(tmp_path, f"basic_auth_users:\n  alice: {hashed}\n bob: [\n")
-    assert ": malformed YAML at line 3" in message
+    assert ":3: not valid YAML: " in message
     assert hashed not in message
     message = refusal(tmp_path, f"basic_auth_users:\n  alice: {hashed}\n  alice: {hashed}\n")
-    assert ": malformed YAML at line 3, column 3: duplicate key 'alice'" in message
+    assert message.endswith(":3: basic_auth_users.alice: duplicate key")
     assert hashed not in message
     message = refusal(tmp_path, "- just\n- a list\n")
     assert message.endswith(": (top level): must be a mapping")
     path = tmp_path / "latin1.yml"
     path.write_bytes("basic_auth_users:\n  jürgen: x\n".encode("latin-1"))
-    with pytest.raises(WebConfigError, match=r"malformed YAML at offset 21: not valid utf-8 text"):
+    with pytest.raises(WebConfigError, match=r":2: not UTF-8 text \(byte 21\)$"):
         load_web_config(path)
 
 
@@ -548,7 +553,9 @@ def test_several_problems_are_reported_together(tmp_path: Path) -> None:
 def test_a_missing_web_config_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(WebConfigError) as caught:
         load_web_config(tmp_path / "absent.yml")
-    assert str(caught.value) == f"web config {tmp_path / 'absent.yml'}: file not found"
+    assert str(caught.value) == (
+        f"web config {tmp_path / 'absent.yml'}: cannot read the file: No such file or directory"
+    )
 
 
 def test_ssl_context_reports_files_that_vanished_after_loading(pki: PKI, tmp_path: Path) -> None:

@@ -17,6 +17,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from exporter.envelope import (
+    ErrorMessages,
+    RetryHint,
+    common_error_messages,
+    common_retry_after,
+    entries,
+    entries_at,
+    non_negative_number,
+    scalars,
+)
 from exporter.models import AccountConfig, DialogConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason, Record
 
@@ -26,15 +36,23 @@ if TYPE_CHECKING:
 __all__ = [
     "API_VERSION",
     "AccountFetcher",
+    "ErrorMessages",
     "FetchError",
     "Outcome",
     "Provider",
     "Reading",
     "Reason",
     "Record",
+    "RetryHint",
+    "common_error_messages",
+    "common_retry_after",
     "count",
+    "entries",
+    "entries_at",
     "fetch_each",
+    "non_negative_number",
     "record_all",
+    "scalars",
 ]
 
 API_VERSION = 1
@@ -59,12 +77,19 @@ class Provider(Generic[AccountT]):
     ``name`` must equal the entry point's name; ``account_model`` validates one account of the
     config (a subclass of ``AccountConfig``); ``make_fetcher`` is called once per account and
     config version; ``api_version`` is the interface version the provider was written for.
+
+    The provider's error envelope is its own: ``error_messages`` reads the messages of an
+    error body (for failure details), ``retry_after`` the seconds a rate-limit answer's body
+    asks to wait (headers such as ``Retry-After`` are read for every provider). Both are
+    optional; the defaults read the shapes most JSON APIs use.
     """
 
     name: str
     account_model: type[AccountT]
     make_fetcher: Callable[[AccountT, Upstream], AccountFetcher]
     api_version: int = API_VERSION
+    error_messages: ErrorMessages = common_error_messages
+    retry_after: RetryHint = common_retry_after
 
 
 async def fetch_each(

@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 
+from exporter.envelope import entries_at, scalars
 from exporter.models import AccountConfig, DialogConfig
 from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, fetch_each
 from exporter.upstream import Upstream
@@ -58,6 +59,11 @@ def _data(body: Any) -> Any:
     if body.get("error") is True:
         raise FetchError(Reason.BAD_RESPONSE, f"Crisp error: {body.get('reason')}")
     return body["data"]
+
+
+def error_messages(body: Any) -> list[str]:
+    """Crisp's error envelope: ``{"error": true, "reason", "data": {"message"}}``."""
+    return [*scalars(body, "reason"), *entries_at(body, "data")]
 
 
 def _unread(conversation: Any, side: str) -> int:
@@ -127,4 +133,9 @@ class CrispFetcher:
         raise FetchError(Reason.BAD_RESPONSE, f"backlog longer than {MAX_PAGES} pages")
 
 
-PROVIDER = Provider(name="crisp", account_model=CrispAccount, make_fetcher=CrispFetcher)
+PROVIDER = Provider(
+    name="crisp",
+    account_model=CrispAccount,
+    make_fetcher=CrispFetcher,
+    error_messages=error_messages,
+)

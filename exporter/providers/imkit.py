@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
+from exporter.envelope import entries_at, scalars
 from exporter.models import AccountConfig, DialogConfig
 from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, fetch_each
 from exporter.upstream import Upstream
@@ -71,4 +72,15 @@ class IMKitFetcher:
         return Reading(messages=count(_result(response.body), "badge"))
 
 
-PROVIDER = Provider(name="imkit", account_model=IMKitAccount, make_fetcher=IMKitFetcher)
+def error_messages(body: Any) -> list[str]:
+    """IMKit's envelope: ``{"RC", "RM", "error": {"code", "message"}}`` (``error`` may be
+    absent, ``RM`` is the message)."""
+    return [*entries_at(body, "error"), *scalars(body, "RM")]
+
+
+PROVIDER = Provider(
+    name="imkit",
+    account_model=IMKitAccount,
+    make_fetcher=IMKitFetcher,
+    error_messages=error_messages,
+)

@@ -26,6 +26,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
+from exporter.envelope import entries_at
 from exporter.models import AccountConfig, DialogConfig
 from exporter.providers.base import (
     FetchError,
@@ -256,4 +257,14 @@ class IntercomFetcher:
         return _parse_page(response.body)
 
 
-PROVIDER = Provider(name="intercom", account_model=IntercomAccount, make_fetcher=IntercomFetcher)
+def error_messages(body: Any) -> list[str]:
+    """Intercom's envelope: ``{"type": "error.list", "errors": [{"code", "message"}]}``."""
+    return entries_at(body, "errors")
+
+
+PROVIDER = Provider(
+    name="intercom",
+    account_model=IntercomAccount,
+    make_fetcher=IntercomFetcher,
+    error_messages=error_messages,
+)

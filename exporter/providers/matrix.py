@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 
+from exporter.envelope import non_negative_number, scalars
 from exporter.models import AccountConfig, DialogConfig
 from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
 from exporter.upstream import Upstream
@@ -64,6 +65,19 @@ def reason_from_errcode(status: int, body: Any) -> Reason | None:
     status does (a revoked token and a wrong path are both 4xx)."""
     errcode = body.get("errcode") if isinstance(body, dict) else None
     return _ERRCODE_REASONS.get(errcode) if isinstance(errcode, str) else None
+
+
+def error_messages(body: Any) -> list[str]:
+    """The Matrix error envelope: ``{"errcode", "error"}``."""
+    return scalars(body, "error", "errcode")
+
+
+def retry_after(body: Any) -> float | None:
+    """``M_LIMIT_EXCEEDED`` answers carry ``retry_after_ms``, milliseconds to wait."""
+    milliseconds = (
+        non_negative_number(body.get("retry_after_ms")) if isinstance(body, dict) else None
+    )
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _sync_filter() -> str:
@@ -230,4 +244,10 @@ class MatrixFetcher:
         return Reading(messages=counts[0], mentions=counts[1])
 
 
-PROVIDER = Provider(name="matrix", account_model=MatrixAccount, make_fetcher=MatrixFetcher)
+PROVIDER = Provider(
+    name="matrix",
+    account_model=MatrixAccount,
+    make_fetcher=MatrixFetcher,
+    error_messages=error_messages,
+    retry_after=retry_after,
+)

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from exporter.envelope import entries
 from exporter.models import AccountConfig, DialogConfig, secret_text
 from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
 from exporter.upstream import Upstream
@@ -77,6 +78,13 @@ class QuickBloxAccount(AccountConfig):
         if self.on_behalf_of is not None and self.api_key is None:
             raise ValueError("on_behalf_of applies only with api_key")
         return self
+
+
+def error_messages(body: Any) -> list[str]:
+    """QuickBlox's envelope: ``{"errors": [...]}``, or messages by field (``{"errors":
+    {"base": [...]}}``)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return entries(list(errors.values()) if isinstance(errors, dict) else errors)
 
 
 def session_signature(params: dict[str, str], auth_secret: str) -> str:
@@ -225,4 +233,9 @@ class QuickBloxFetcher:
             return token
 
 
-PROVIDER = Provider(name="quickblox", account_model=QuickBloxAccount, make_fetcher=QuickBloxFetcher)
+PROVIDER = Provider(
+    name="quickblox",
+    account_model=QuickBloxAccount,
+    make_fetcher=QuickBloxFetcher,
+    error_messages=error_messages,
+)

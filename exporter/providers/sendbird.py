@@ -112,4 +112,5 @@ class SendbirdFetcher:
         )
 
 
+# Errors come as {"error": true, "code", "message"}: the common envelope, read by default.
 PROVIDER = Provider(name="sendbird", account_model=SendbirdAccount, make_fetcher=SendbirdFetcher)

@@ -157,4 +157,5 @@ class StreamFetcher:
         return by_user
 
 
+# Errors come as {"code", "message", "StatusCode", ...}: the common envelope, read by default.
 PROVIDER = Provider(name="stream", account_model=StreamAccount, make_fetcher=StreamFetcher)

@@ -15,6 +15,12 @@ CRISP_PYTHON = "crisp-api 1.1.23 (PyPI)"
 QUICKBLOX_JS = "quickblox 2.23.0 (npm)"
 QUICKBLOX_DOCS = "QuickBlox document (Get Unread Messages Count)"
 SENDBIRD_JS = "sendbird-platform-sdk 1.0.3 (npm)"
+INTERCOM_NODE = "intercom-client 7.0.3 (npm)"
+INTERCOM_PYTHON = "python-intercom 5.0.1 (PyPI)"
+STREAM_NODE = "stream-chat 9.53.0 (npm)"
+STREAM_PYTHON = "stream-chat 4.33.0 (PyPI)"
+STREAM_CASES = frozenset({"one-user", "several-users"})
+INTERCOM_CASES = frozenset({"whole-backlog", "team-backlog", "teammate-backlog", "next-page"})
 
 ALLOW_LIST: tuple[Allowed, ...] = (
     Allowed(
@@ -106,5 +112,98 @@ ALLOW_LIST: tuple[Allowed, ...] = (
         frozenset({"unread-all-types", "unread-super_group-types", "unread-non_super_group-types"}),
         "the other side of the custom_type entry above: the exporter sends the documented plural",
         "as for custom_type",
+    ),
+    Allowed(
+        INTERCOM_NODE,
+        "json:sort",
+        INTERCOM_CASES,
+        "the exporter asks for the oldest waiting conversation first; sort is described in "
+        "Intercom's 'Pagination & Sorting (Search)' guide but not in the OpenAPI description "
+        "the SDKs are generated from (intercom/Intercom-OpenAPI issue #114), so no SDK sends it",
+        "intercom-client dist/cjs/api/types/SearchRequest.d.ts (query and pagination only); "
+        "intercom/Intercom-OpenAPI issue #114",
+    ),
+    Allowed(
+        INTERCOM_PYTHON,
+        "json:sort",
+        INTERCOM_CASES,
+        "as for the Node SDK: the generated search request has no sort",
+        "python-intercom intercom/conversations/client.py search (query and pagination only)",
+    ),
+    Allowed(
+        INTERCOM_PYTHON,
+        "header:intercom-version",
+        INTERCOM_CASES,
+        "python-intercom 5.0.1 sends no Intercom-Version, so the workspace default applies; "
+        "the exporter pins 2.14, the Node SDK's default",
+        "intercom/core/client_wrapper.py get_headers",
+    ),
+    *(
+        Allowed(
+            reference,
+            field,
+            INTERCOM_CASES,
+            "the Fern-generated SDK names its language, runtime and itself on every request; the "
+            "API does not ask for it (none of the reference's requests carries it)",
+            "intercom-client dist/cjs/BaseClient.js; python-intercom "
+            "intercom/core/client_wrapper.py get_headers (X-Fern-* headers)",
+        )
+        for reference, fields in (
+            (INTERCOM_NODE, ("language", "runtime", "runtime-version", "sdk-name", "sdk-version")),
+            (INTERCOM_PYTHON, ("language", "sdk-name", "sdk-version")),
+        )
+        for field in (f"header:x-fern-{name}" for name in fields)
+    ),
+    *(
+        Allowed(
+            reference,
+            "header:accept",
+            INTERCOM_CASES,
+            "the SDK asks for any type (*/*: the Node SDK's fetcher for a request not typed "
+            "as JSON, httpx's default for the Python SDK); Intercom answers JSON only (every "
+            "documented response is JSON) and the exporter refuses a body that is not JSON as "
+            "bad_response, so asking for JSON changes nothing",
+            "intercom-client dist/cjs/core/fetcher/Fetcher.js (Accept by responseType); httpx "
+            "_client.py (Accept: */*)",
+        )
+        for reference in (INTERCOM_NODE, INTERCOM_PYTHON)
+    ),
+    Allowed(
+        STREAM_NODE,
+        "header:x-stream-client",
+        STREAM_CASES,
+        "the SDK names itself and its version on every request; the API does not ask for it",
+        "stream-chat src/client.ts _enrichAxiosOptions ('X-Stream-Client': getUserAgent())",
+    ),
+    Allowed(
+        STREAM_PYTHON,
+        "header:x-stream-client",
+        STREAM_CASES,
+        "the SDK names itself and its version on every request; the API does not ask for it",
+        "stream_chat/client.py get_default_header",
+    ),
+    Allowed(
+        STREAM_NODE,
+        "header:x-client-request-id",
+        STREAM_CASES,
+        "the SDK draws a random id for every request, to match its errors with its requests; "
+        "the API does not ask for it",
+        "stream-chat src/client.ts _enrichAxiosOptions ('x-client-request-id': randomId())",
+    ),
+    Allowed(
+        STREAM_NODE,
+        "header:accept",
+        STREAM_CASES,
+        "axios's default Accept; Stream answers JSON only and the exporter refuses a body that "
+        "is not JSON as bad_response, so which types it accepts changes nothing",
+        "axios lib/defaults/index.js (headers.common.Accept)",
+    ),
+    Allowed(
+        STREAM_PYTHON,
+        "header:content-type",
+        frozenset({"one-user"}),
+        "the SDK sends Content-Type: application/json on every request, GETs without a body "
+        "included; a GET has no body for it to describe",
+        "stream_chat/client.py get_default_header",
     ),
 )

@@ -11,27 +11,30 @@ an :class:`Allowed` entry with its reason and source, so a new difference fails 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import shutil
 import ssl
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import aiohttp
 import pytest
 import trustme
 from aiohttp import web
+from multidict import CIMultiDict
 from yarl import URL
 
 from exporter.app import make_app
 from exporter.config import parse_config
 from exporter.service import Exporter
-from exporter.simulator import FakeProvider, Fault
+from exporter.simulator import Simulator
 
 NODE_PROJECT = Path(__file__).resolve().parent / "node"
 """The pinned official JavaScript clients (package.json, package-lock.json, driver.mjs)."""
@@ -60,6 +63,7 @@ TRANSPORT_HEADERS = frozenset(
 _HOP_BY_HOP = frozenset({"content-length", "transfer-encoding", "content-encoding", "connection"})
 
 Fields = dict[str, Any]
+Run = TypeVar("Run")
 
 
 def require(available: bool, message: str) -> None:
@@ -201,18 +205,36 @@ class Recorder:
                 allow_redirects=False,
             ) as answer:
                 payload = await answer.read()
-                kept = {k: v for k, v in answer.headers.items() if k.lower() not in _HOP_BY_HOP}
+                # as sent, names' case included: a client may look a header up case-sensitively
+                kept = CIMultiDict(
+                    (name.decode("latin-1"), value.decode("latin-1"))
+                    for name, value in answer.raw_headers
+                    if name.decode("latin-1").lower() not in _HOP_BY_HOP
+                )
         return web.Response(status=answer.status, body=payload, headers=kept)
 
 
 @contextmanager
-def serving(provider: FakeProvider, fault: Fault) -> Iterator[None]:
-    """The simulator answers with ``fault`` while the block runs (for ``Recorder.during``)."""
-    provider.fault = fault
+def setting(target: object, **values: Any) -> Iterator[None]:
+    """``target``'s attributes hold ``values`` while the block runs, then their old values (for
+    ``Recorder.during``: a simulator's fault or rate limit for one case's requests)."""
+    saved = {name: getattr(target, name) for name in values}
+    for name, value in values.items():
+        setattr(target, name, value)
     try:
         yield
     finally:
-        provider.fault = None
+        for name, value in saved.items():
+            setattr(target, name, value)
+
+
+def python_client(module: str) -> ModuleType:
+    """An official Python client's module (the test extras install them all)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        require(False, f"{module} is not installed: pip install -e '.[test]'")
+        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -242,6 +264,61 @@ async def probe_each(
     finally:
         await runner.cleanup()
         await exporter.close()
+
+
+def collected(
+    tmp_path_factory: pytest.TempPathFactory,
+    provider: str,
+    prepare: Callable[[Simulator], None],
+    collect: Callable[[str, Simulator, Recorder], Coroutine[Any, Any, Run]],
+) -> Run:
+    """A test module's run: ``collect(node, sim, recorder)`` with the official clients
+    installed, the simulators set up by ``prepare`` and a :class:`Recorder` in front of
+    ``provider``'s simulator (``sim.<provider>``), all stopped afterwards."""
+    node = require_node_clients()
+    workdir = tmp_path_factory.mktemp(provider)
+
+    async def main() -> Run:
+        sim = Simulator()
+        await sim.start()
+        prepare(sim)
+        recorder = Recorder(getattr(sim, provider).url, workdir)
+        await recorder.start()
+        try:
+            return await collect(node, sim, recorder)
+        finally:
+            await recorder.stop()
+            await sim.stop()
+
+    return asyncio.run(main())
+
+
+@dataclass
+class ClientsRun:
+    """What a run with a Node and a Python official client recorded: the exporter's requests by
+    account, and each client's requests and outcomes by case."""
+
+    exporter: dict[str, list[Recorded]] = field(default_factory=dict)
+    node: dict[str, list[Recorded]] = field(default_factory=dict)
+    node_outcomes: dict[str, Any] = field(default_factory=dict)
+    python: dict[str, list[Recorded]] = field(default_factory=dict)
+    python_outcomes: dict[str, Any] = field(default_factory=dict)
+
+    async def record(
+        self,
+        recorder: Recorder,
+        exporter: tuple[str, Iterable[str]],
+        node: tuple[str, Sequence[NodeCall]],
+        python: Callable[[], dict[str, Any]],
+    ) -> None:
+        """Adds the exporter's requests (``exporter``: its config, the accounts to probe), then
+        the Node client's (``node``: the node executable, its calls) and the Python client's
+        (``python``, run in a thread), with their outcomes."""
+        self.exporter.update(await probe_each(*exporter, recorder))
+        self.node_outcomes.update(await run_node(*node, recorder))
+        self.node.update(by_case(recorder.take()))
+        self.python_outcomes.update(await asyncio.to_thread(python))
+        self.python.update(by_case(recorder.take()))
 
 
 @dataclass(frozen=True)
@@ -376,6 +453,15 @@ def assert_conformant(comparison: Comparison, allow_list: Sequence[Allowed]) -> 
     LEDGER.compared += 1
     LEDGER.equal += not differences
     LEDGER.allowed += [(comparison.reference, d.field) for d in differences]
+
+
+def assert_no_stale_entry(
+    comparisons: Mapping[Any, Comparison], allow_list: Sequence[Allowed]
+) -> None:
+    """Every entry of ``allow_list`` for the references compared is still needed."""
+    references = {c.reference for c in comparisons.values()}
+    entries = [e for e in allow_list if e.reference in references]
+    assert stale_entries(list(comparisons.values()), entries) == []
 
 
 def stale_entries(

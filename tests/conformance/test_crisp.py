@@ -6,11 +6,8 @@ allow-list), and both clients must read the simulator's answers and errors as Cr
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,22 +15,19 @@ import pytest
 from exporter.simulator import Fault, Simulator
 from tests.conformance.allowlist import ALLOW_LIST, CRISP_NODE, CRISP_PYTHON
 from tests.conformance.harness import (
+    ClientsRun,
     Comparison,
     NodeCall,
-    Recorded,
     Recorder,
     assert_conformant,
-    by_case,
+    assert_no_stale_entry,
+    collected,
     only,
-    probe_each,
     require,
-    require_node_clients,
-    run_node,
-    serving,
+    setting,
     sole,
-    stale_entries,
 )
-from tests.conftest import VIP, WEBSITE, populate
+from tests.support import VIP, WEBSITE, populate
 
 try:
     import crisp_api
@@ -115,15 +109,6 @@ accounts:
 """
 
 
-@dataclass(frozen=True)
-class CrispRun:
-    exporter: dict[str, list[Recorded]]
-    node: dict[str, list[Recorded]]
-    node_outcomes: dict[str, Any]
-    python: dict[str, list[Recorded]]
-    python_outcomes: dict[str, Any]
-
-
 def node_calls(sim: Simulator, recorder: Recorder) -> list[NodeCall]:
     def call(case: str, **overrides: Any) -> NodeCall:
         args: dict[str, Any] = {
@@ -174,35 +159,26 @@ def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
     return outcomes
 
 
-async def collect(node: str, workdir: Path) -> CrispRun:
-    sim = Simulator()
-    await sim.start()
-    populate(sim)
-    recorder = Recorder(sim.crisp.url, workdir)
-    await recorder.start()
-    try:
-        for status in (429, 420):
-            for case in (f"rate-limit-{status}", f"py-rate-limit-{status}"):
-                fault = Fault.answer(status, RATE_LIMIT_BODY)
-                recorder.during[case] = partial(serving, sim.crisp, fault)
-        accounts = dict.fromkeys(account for account, _, _ in CASES.values())
-        exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
-        node_outcomes = await run_node(node, node_calls(sim, recorder), recorder)
-        node_requests = by_case(recorder.take())
-        python_outcomes = await asyncio.to_thread(run_python, sim, recorder)
-        return CrispRun(
-            exporter, node_requests, node_outcomes, by_case(recorder.take()), python_outcomes
-        )
-    finally:
-        await recorder.stop()
-        await sim.stop()
+async def collect(node: str, sim: Simulator, recorder: Recorder) -> ClientsRun:
+    for status in (429, 420):
+        for case in (f"rate-limit-{status}", f"py-rate-limit-{status}"):
+            fault = Fault.answer(status, RATE_LIMIT_BODY)
+            recorder.during[case] = partial(setting, sim.crisp, fault=fault)
+    run = ClientsRun()
+    accounts = dict.fromkeys(account for account, _, _ in CASES.values())
+    await run.record(
+        recorder,
+        (exporter_config(sim, recorder.url), accounts),
+        (node, node_calls(sim, recorder)),
+        partial(run_python, sim, recorder),
+    )
+    return run
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> CrispRun:
-    node = require_node_clients()
+def run(tmp_path_factory: pytest.TempPathFactory) -> ClientsRun:
     require(crisp_api is not None, "crisp-api (PyPI) is not installed: pip install -e '.[test]'")
-    return asyncio.run(collect(node, tmp_path_factory.mktemp("crisp")))
+    return collected(tmp_path_factory, "crisp", populate, collect)
 
 
 # (reference, case) of every comparison: the Node client makes every case, the PyPI client the
@@ -210,7 +186,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> CrispRun:
 COMPARED = [(CRISP_NODE, case) for case in CASES] + [(CRISP_PYTHON, case) for case in PYTHON_CALLS]
 
 
-def comparisons(run: CrispRun) -> dict[tuple[str, str], Comparison]:
+def comparisons(run: ClientsRun) -> dict[tuple[str, str], Comparison]:
     found = {}
     for reference, case in COMPARED:
         account, path, _ = CASES[case]
@@ -225,28 +201,29 @@ def comparisons(run: CrispRun) -> dict[tuple[str, str], Comparison]:
 
 
 @pytest.mark.parametrize(("reference", "case"), COMPARED)
-def test_exporter_request_is_the_official_clients(run: CrispRun, reference: str, case: str) -> None:
+def test_exporter_request_is_the_official_clients(
+    run: ClientsRun, reference: str, case: str
+) -> None:
     assert_conformant(comparisons(run)[reference, case], ALLOW_LIST)
 
 
-def test_no_allow_list_entry_is_stale(run: CrispRun) -> None:
-    entries = [e for e in ALLOW_LIST if e.reference in (CRISP_NODE, CRISP_PYTHON)]
-    assert stale_entries(list(comparisons(run).values()), entries) == []
+def test_no_allow_list_entry_is_stale(run: ClientsRun) -> None:
+    assert_no_stale_entry(comparisons(run), ALLOW_LIST)
 
 
-def test_the_exporter_pages_the_backlog_as_the_client_would(run: CrispRun) -> None:
+def test_the_exporter_pages_the_backlog_as_the_client_would(run: ClientsRun) -> None:
     pages = [r.fields["path"] for r in run.exporter["crisp-backlog"]]
     assert pages == [f"/v1/website/{WEBSITE}/conversations/{page}" for page in (1, 2)]
 
 
-def test_node_client_reads_a_conversation(run: CrispRun) -> None:
+def test_node_client_reads_a_conversation(run: ClientsRun) -> None:
     conversation = run.node_outcomes["conversation"]["value"]
     assert conversation["session_id"] == VIP
     assert conversation["unread"] == {"operator": 2, "visitor": 5}
     assert run.node_outcomes["conversation-website-tier"] == run.node_outcomes["conversation"]
 
 
-def test_node_client_reads_the_conversation_list(run: CrispRun) -> None:
+def test_node_client_reads_the_conversation_list(run: ClientsRun) -> None:
     first = run.node_outcomes["list-page-1"]["value"]
     second = run.node_outcomes["list-page-2"]["value"]
     # 72 open conversations with unread messages on either side, 71 of them for operators
@@ -255,18 +232,18 @@ def test_node_client_reads_the_conversation_list(run: CrispRun) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(ERRORS))
-def test_node_client_reads_the_error_envelope(run: CrispRun, case: str) -> None:
+def test_node_client_reads_the_error_envelope(run: ClientsRun, case: str) -> None:
     status, reason = ERRORS[case][1]
     error = run.node_outcomes[case]["error"]
     assert (error["code"], error["reason"]) == (status, reason)
 
 
-def test_python_client_reads_a_conversation(run: CrispRun) -> None:
+def test_python_client_reads_a_conversation(run: ClientsRun) -> None:
     conversation = run.python_outcomes["conversation"]["value"]
     assert conversation["unread"] == {"operator": 2, "visitor": 5}
 
 
-def test_python_client_reads_the_conversation_list(run: CrispRun) -> None:
+def test_python_client_reads_the_conversation_list(run: ClientsRun) -> None:
     """The PyPI client asks ``/conversations/1/?...``: the simulator must serve that path."""
     page = run.python_outcomes["list-page-1"].get("value")
     assert page is not None, run.python_outcomes["list-page-1"]
@@ -274,7 +251,7 @@ def test_python_client_reads_the_conversation_list(run: CrispRun) -> None:
 
 
 @pytest.mark.parametrize("case", sorted(ERRORS))
-def test_python_client_reads_the_error_envelope(run: CrispRun, case: str) -> None:
+def test_python_client_reads_the_error_envelope(run: ClientsRun, case: str) -> None:
     status, reason = ERRORS[case][1]
     error = run.python_outcomes[f"py-{case}"].get("error")
     assert error is not None, run.python_outcomes[f"py-{case}"]

@@ -9,11 +9,9 @@ must also read the simulator's sessions, counts and errors.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,16 +24,16 @@ from tests.conformance.harness import (
     Recorded,
     Recorder,
     assert_conformant,
+    assert_no_stale_entry,
     by_case,
+    collected,
     decode,
     only,
     probe_each,
-    require_node_clients,
     run_node,
-    serving,
-    stale_entries,
+    setting,
 )
-from tests.conftest import QB_DIALOGS, QB_USER, populate
+from tests.support import QB_DIALOGS, QB_USER, populate
 
 SESSION = "/session.json"
 UNREAD = "/chat/Message/unread.json"
@@ -156,40 +154,34 @@ def sdk_calls(
     return calls + [call(case, spec) for case, spec in READ_CASES.items()]
 
 
-async def collect(node: str, workdir: Path) -> QuickBloxRun:
-    sim = Simulator()
-    await sim.start()
+def prepare(sim: Simulator) -> None:
     populate(sim)
     sim.quickblox.sessions[TOKEN] = QB_USER
-    recorder = Recorder(sim.quickblox.url, workdir)
-    await recorder.start()
-    try:
-        fault = Fault.answer(429, RATE_LIMIT_BODY)
-        recorder.during["rate-limit"] = partial(serving, sim.quickblox, fault)
-        accounts = [account for account, *_ in SDK_CASES.values()]
-        accounts += [account for account, _ in DOC_CASES.values()]
-        exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
-        started = time.time()
-        outcomes = await run_node(node, sdk_calls(sim, recorder, exporter), recorder)
-        finished = time.time()
-        return QuickBloxRun(
-            exporter,
-            by_case(recorder.take()),
-            outcomes,
-            sim.quickblox.api_key,
-            sim.quickblox.application_id,
-            started,
-            finished,
-        )
-    finally:
-        await recorder.stop()
-        await sim.stop()
+
+
+async def collect(node: str, sim: Simulator, recorder: Recorder) -> QuickBloxRun:
+    fault = Fault.answer(429, RATE_LIMIT_BODY)
+    recorder.during["rate-limit"] = partial(setting, sim.quickblox, fault=fault)
+    accounts = [account for account, *_ in SDK_CASES.values()]
+    accounts += [account for account, _ in DOC_CASES.values()]
+    exporter = await probe_each(exporter_config(sim, recorder.url), accounts, recorder)
+    started = time.time()
+    outcomes = await run_node(node, sdk_calls(sim, recorder, exporter), recorder)
+    finished = time.time()
+    return QuickBloxRun(
+        exporter,
+        by_case(recorder.take()),
+        outcomes,
+        sim.quickblox.api_key,
+        sim.quickblox.application_id,
+        started,
+        finished,
+    )
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> QuickBloxRun:
-    node = require_node_clients()
-    return asyncio.run(collect(node, tmp_path_factory.mktemp("quickblox")))
+    return collected(tmp_path_factory, "quickblox", prepare, collect)
 
 
 def documented(run: QuickBloxRun, query: str) -> Recorded:
@@ -235,8 +227,7 @@ def test_session_signatures_are_equal_for_the_same_nonce_and_timestamp(run: Quic
 
 
 def test_no_allow_list_entry_is_stale(run: QuickBloxRun) -> None:
-    entries = [e for e in ALLOW_LIST if e.reference in (QUICKBLOX_JS, QUICKBLOX_DOCS)]
-    assert stale_entries(list(comparisons(run).values()), entries) == []
+    assert_no_stale_entry(comparisons(run), ALLOW_LIST)
 
 
 def test_sdk_reads_counts_of_listed_dialogs(run: QuickBloxRun) -> None:

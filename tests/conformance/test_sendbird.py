@@ -8,11 +8,8 @@ simulator's counts, its error envelopes and its rate limit.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import pytest
@@ -25,15 +22,16 @@ from tests.conformance.harness import (
     Recorded,
     Recorder,
     assert_conformant,
+    assert_no_stale_entry,
     by_case,
+    collected,
     only,
     probe_each,
-    require_node_clients,
     run_node,
+    setting,
     sole,
-    stale_entries,
 )
-from tests.conftest import populate
+from tests.support import populate
 
 USER = "agent-42"
 PATH = f"/v3/users/{USER}/unread_item_count"
@@ -108,35 +106,16 @@ def sdk_calls(sim: Simulator, recorder: Recorder) -> list[NodeCall]:
     return calls + [call(case, **spec) for case, (spec, _) in ERRORS.items()]
 
 
-@contextmanager
-def rate_limited(sim: Simulator) -> Iterator[None]:
-    sim.sendbird.rate_limit_per_second = 0
-    try:
-        yield
-    finally:
-        sim.sendbird.rate_limit_per_second = None
-
-
-async def collect(node: str, workdir: Path) -> SendbirdRun:
-    sim = Simulator()
-    await sim.start()
-    populate(sim)
-    recorder = Recorder(sim.sendbird.url, workdir)
-    await recorder.start()
-    try:
-        recorder.during["rate-limit"] = lambda: rate_limited(sim)
-        exporter = await probe_each(exporter_config(sim, recorder.url), CASES, recorder)
-        outcomes = await run_node(node, sdk_calls(sim, recorder), recorder)
-        return SendbirdRun(exporter, by_case(recorder.take()), outcomes)
-    finally:
-        await recorder.stop()
-        await sim.stop()
+async def collect(node: str, sim: Simulator, recorder: Recorder) -> SendbirdRun:
+    recorder.during["rate-limit"] = partial(setting, sim.sendbird, rate_limit_per_second=0)
+    exporter = await probe_each(exporter_config(sim, recorder.url), CASES, recorder)
+    outcomes = await run_node(node, sdk_calls(sim, recorder), recorder)
+    return SendbirdRun(exporter, by_case(recorder.take()), outcomes)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> SendbirdRun:
-    node = require_node_clients()
-    return asyncio.run(collect(node, tmp_path_factory.mktemp("sendbird")))
+    return collected(tmp_path_factory, "sendbird", populate, collect)
 
 
 def comparisons(run: SendbirdRun) -> dict[str, Comparison]:
@@ -154,8 +133,7 @@ def test_exporter_request_is_the_sdks(run: SendbirdRun, case: str) -> None:
 
 
 def test_no_allow_list_entry_is_stale(run: SendbirdRun) -> None:
-    entries = [e for e in ALLOW_LIST if e.reference == SENDBIRD_JS]
-    assert stale_entries(list(comparisons(run).values()), entries) == []
+    assert_no_stale_entry(comparisons(run), ALLOW_LIST)
 
 
 @pytest.mark.parametrize("scope", SCOPES)

@@ -21,6 +21,7 @@ from exporter.providers.base import (
     Record,
     count,
     fetch_each,
+    scalars,
 )
 from exporter.upstream import Upstream
 from pydantic import Field, SecretStr
@@ -54,6 +55,12 @@ def _oldest_wait(inbox: Any) -> float | None:
     return float(value)
 
 
+def error_messages(body: Any) -> list[str]:
+    """Tincan's error envelope, ``{"error": {"type", "message"}}``: the type names the failure
+    (the exporter's default would read only the message, as it looks for ``code``)."""
+    return scalars(body.get("error") if isinstance(body, dict) else None, "type", "message")
+
+
 class TincanFetcher:
     """Fetches a Tincan account's dialogs, one request per dialog, a few at a time."""
 
@@ -80,4 +87,9 @@ class TincanFetcher:
         )
 
 
-PROVIDER = Provider(name="tincan", account_model=TincanAccount, make_fetcher=TincanFetcher)
+PROVIDER = Provider(
+    name="tincan",
+    account_model=TincanAccount,
+    make_fetcher=TincanFetcher,
+    error_messages=error_messages,
+)

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from exporter.providers.base import FetchError, Outcome, Reading, Reason
-from exporter.upstream import Upstream
+from exporter.upstream import Upstream, UpstreamPool
 
 from chat_unread_tincan.provider import PROVIDER, TincanAccount
 from chat_unread_tincan.simulator import FakeTincan
@@ -24,9 +23,12 @@ async def fetch(url: str, dialogs: list[dict[str, Any]], key: str = KEY) -> dict
         {"name": "t", "provider": "tincan", "base_url": url, "api_key": key, "dialogs": dialogs}
     )
     outcomes: dict[str, Outcome] = {}
-    async with aiohttp.ClientSession() as session:
-        fetcher = PROVIDER.make_fetcher(account, Upstream(session, account))
+    pool = UpstreamPool(limit=10, headers={})
+    try:
+        fetcher = PROVIDER.make_fetcher(account, Upstream(pool, account, envelope=PROVIDER))
         await fetcher.fetch(account.dialogs, outcomes.__setitem__)
+    finally:
+        await pool.close()
     return outcomes
 
 
@@ -54,11 +56,21 @@ async def test_values_come_from_each_agents_inbox(tincan: tuple[FakeTincan, str]
 
 
 @pytest.mark.parametrize(
-    ("setup", "key", "reason"),
+    ("setup", "key", "reason", "detail"),
     [
-        (lambda fake: None, "wrong-key-456", Reason.AUTH),
-        (lambda fake: None, KEY, Reason.NOT_FOUND),
-        (lambda fake: setattr(fake, "rate_limited", 1), KEY, Reason.RATE_LIMITED),
+        (
+            lambda fake: None,
+            "wrong-key-456",
+            Reason.AUTH,
+            "HTTP 401: unauthorized; missing or wrong Tincan-Key",
+        ),
+        (lambda fake: None, KEY, Reason.NOT_FOUND, "HTTP 404: not_found; no inbox for agent carol"),
+        (
+            lambda fake: setattr(fake, "rate_limited", 1),
+            KEY,
+            Reason.RATE_LIMITED,
+            "HTTP 429: rate_limited; slow down (retry in 30s)",
+        ),
     ],
     ids=["wrong key", "unknown agent", "throttled"],
 )
@@ -67,6 +79,7 @@ async def test_errors_are_classified_per_dialog(
     setup: Callable[[FakeTincan], None],
     key: str,
     reason: Reason,
+    detail: str,
 ) -> None:
     fake, url = tincan
     fake.set_inbox("bob", messages=2)
@@ -74,6 +87,7 @@ async def test_errors_are_classified_per_dialog(
     outcome = (await fetch(url, [{"name": "x", "agent_id": "carol"}], key))["x"]
     assert isinstance(outcome, FetchError)
     assert outcome.reason is reason
+    assert outcome.detail == detail  # read with the provider's own error_messages
     assert key not in outcome.detail
 
 
