@@ -2,8 +2,8 @@
 
 prometheus_client's encoders format every sample on its own: each label name is checked and
 escaped, every label set sorted and every value converted afresh. At hundreds of accounts that
-is most of a scrape's rendering and a large share of its CPU (issue 10: a scrape of 300
-accounts x 3 dialogs exposes about 8,000 series, most of them per-account self-metrics). The
+was about a sixth of a scrape's CPU (issue 10: a scrape of 300 accounts x 3 dialogs exposes
+about 8,000 series, nearly half of them per-account self-metrics). The
 exporter's families are plain gauges and counters whose few label and metric names repeat on
 every sample, so this writer escapes each name once per render and only label values and
 numbers per sample.
@@ -54,7 +54,7 @@ def encoder_for(content_type: str) -> Callable[[Collector], bytes]:
 def render(
     registry: Collector, *, openmetrics: bool = False, escaping: str = om.UNDERSCORES
 ) -> bytes:
-    """Every family the registry collects, in OpenMetrics or the Prometheus text format 0.0.4."""
+    """Every family the registry collects, in OpenMetrics or the Prometheus text format."""
     out: list[str] = []
     values: dict[float, str] = {}  # most values repeat (0 and 1): format each once
     for family in registry.collect():
