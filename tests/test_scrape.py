@@ -258,7 +258,9 @@ async def test_a_refresh_that_never_ends_is_abandoned(
     only_crisp = config_yaml(sim, extra="timeout: 100ms").split("  - name: qb-support")[0]
     exporter = await exporter_for(only_crisp)
     runtime = exporter.runtimes["acme-crisp"]
-    sim.crisp.latency = 0.05  # every page answers in time, but the backlog never ends
+    # Every page answers well within its 100 ms (slack for a loaded machine), but the backlog
+    # never ends: only the round limit (6 request timeouts) stops the refresh.
+    sim.crisp.latency = 0.02
     sim.crisp.fault = Fault.answer(
         200,
         {"error": False, "reason": "resolved", "data": [{"unread": {"operator": 1}}] * 50},
@@ -272,7 +274,7 @@ async def test_a_refresh_that_never_ends_is_abandoned(
     assert isinstance(outcome, FetchError)
     assert outcome.reason is Reason.TIMEOUT
     assert outcome.detail == "refresh exceeded 0.6s"
-    assert 5 <= len(sim.crisp.calls("/conversations/")) < 20
+    assert 3 <= len(sim.crisp.calls("/conversations/")) <= 30  # 0.6 s of 20 ms pages, at most
 
 
 async def test_concurrent_metrics_share_a_body_only_within_one_deadline(
