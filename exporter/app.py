@@ -21,6 +21,7 @@ from prometheus_client.exposition import choose_encoder
 from exporter import __version__
 from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import ConfigError
+from exporter.registry import PROVIDERS
 from exporter.render import encoder_for
 from exporter.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
 from exporter.service import Exporter, UnknownTargetError
@@ -268,7 +269,7 @@ async def landing(request: web.Request) -> web.Response:
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}
 tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>chat-unread-exporter {html.escape(__version__)}</h1>
-<p>Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird).</p>
+<p>Prometheus exporter for unread chat messages. Providers: {html.escape(", ".join(PROVIDERS))}.</p>
 <p><a href="metrics">/metrics</a> &middot;
 <a href="exporter-metrics">/exporter-metrics</a> &middot;
 <a href="-/healthy">/-/healthy</a> &middot;

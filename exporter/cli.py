@@ -23,7 +23,7 @@ from exporter.connections import (
     default_max_connections,
 )
 from exporter.logs import LEVELS, setup_logging
-from exporter.registry import PLUGIN_FAILURES
+from exporter.registry import PLUGIN_FAILURES, PROVIDERS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
@@ -37,8 +37,8 @@ SHUTDOWN_GRACE = 10.0
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chat-unread-exporter",
-        description="Prometheus exporter for unread chat messages "
-        "(Crisp, QuickBlox, IMKit, Sendbird).",
+        description="Prometheus exporter for unread chat messages; providers: "
+        f"{', '.join(PROVIDERS)} (installed plugins included).",
     )
     parser.add_argument(
         "--config.file",
