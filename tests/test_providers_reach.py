@@ -19,6 +19,7 @@ from exporter.providers.stream import server_token
 from exporter.simulator import Simulator, StreamChannel
 from exporter.simulator.base import RateWindow
 from tests.support import (
+    ACCOUNT_OF,
     INTERCOM_ADMIN,
     INTERCOM_EXPECTED,
     INTERCOM_TEAM,
@@ -149,15 +150,19 @@ async def test_intercom_empty_backlog_has_no_oldest(
     assert set(dialog_values(samples, "chat_unread_up", "intercom").values()) == {1.0}
 
 
-async def test_intercom_rate_limit_headers_become_metrics(
-    sim: Simulator, scrape_client: ScrapeClient
+@pytest.mark.parametrize(
+    ("provider", "limit", "seconds"), [("intercom", 1000, 600), ("stream", 60, 60)]
+)
+async def test_rate_limit_headers_become_metrics(
+    sim: Simulator, scrape_client: ScrapeClient, provider: str, limit: int, seconds: int
 ) -> None:
     populate_reach(sim)
-    sim.intercom.rate_limit = RateWindow(limit=1000, seconds=600)
+    simulated = sim.intercom if provider == "intercom" else sim.stream
+    simulated.rate_limit = RateWindow(limit=limit, seconds=seconds)
     client = await scrape_client(reach_config(sim))
     samples = await get_metrics(client)
-    labels = {"provider": "intercom", "account": "acme-intercom"}
-    assert value(samples, "chat_unread_rate_limit_remaining", **labels) == 999.0
+    labels = {"provider": provider, "account": ACCOUNT_OF[provider]}
+    assert value(samples, "chat_unread_rate_limit_remaining", **labels) == limit - 1
     reset = value(samples, "chat_unread_rate_limit_reset_timestamp_seconds", **labels)
     assert reset is not None
     assert reset > 1_700_000_000
@@ -321,20 +326,6 @@ async def test_stream_wrong_secret_is_auth(sim: Simulator, scrape_client: Scrape
     samples = await get_metrics(client)
     assert set(dialog_values(samples, "chat_unread_up", "stream").values()) == {0.0}
     assert errors_of(samples, "stream", "auth", account="acme-stream") == 4.0
-
-
-async def test_stream_rate_limit_headers_become_metrics(
-    sim: Simulator, scrape_client: ScrapeClient
-) -> None:
-    populate_reach(sim)
-    sim.stream.rate_limit = RateWindow(limit=60, seconds=60)
-    client = await scrape_client(reach_config(sim))
-    samples = await get_metrics(client)
-    labels = {"provider": "stream", "account": "acme-stream"}
-    assert value(samples, "chat_unread_rate_limit_remaining", **labels) == 59.0
-    reset = value(samples, "chat_unread_rate_limit_reset_timestamp_seconds", **labels)
-    assert reset is not None
-    assert reset > 1_700_000_000
 
 
 async def test_stream_simulator_answers_unknown_routes_with_its_error_envelope(
