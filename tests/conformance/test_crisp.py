@@ -23,16 +23,11 @@ from tests.conformance.harness import (
     assert_no_stale_entry,
     collected,
     only,
-    require,
+    python_client,
     setting,
     sole,
 )
 from tests.support import VIP, WEBSITE, populate
-
-try:
-    import crisp_api
-except ImportError:  # pragma: no cover - the test extras install it
-    crisp_api = None
 
 CONVERSATION = f"/v1/website/{WEBSITE}/conversation/{VIP}"
 LIST_FILTERS = {"filter_unread": 1, "filter_not_resolved": 1, "per_page": 50}
@@ -127,11 +122,11 @@ def node_calls(sim: Simulator, recorder: Recorder) -> list[NodeCall]:
     ]
 
 
-def python_outcome(call: Callable[[], Any]) -> Any:
-    """A PyPI-client call's ``{"value"}``, ``{"error"}`` (RouteError) or ``{"exception"}``."""
+def python_outcome(route_error: type[Exception], call: Callable[[], Any]) -> Any:
+    """A PyPI-client call's ``{"value"}``, ``{"error"}`` (its RouteError) or ``{"exception"}``."""
     try:
         return {"value": call()}
-    except crisp_api.RouteError as exc:
+    except route_error as exc:
         return {"error": exc.args[0]}
     except ValueError as exc:  # the client decodes every answer as JSON
         return {"exception": f"{type(exc).__name__}: {exc}"}
@@ -139,6 +134,8 @@ def python_outcome(call: Callable[[], Any]) -> Any:
 
 def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
     """The PyPI client's comparison calls, then the error cases as ``py-<case>``."""
+
+    crisp_api = python_client("crisp_api")
 
     def client(case: str, key: str) -> Any:
         crisp = crisp_api.Crisp()
@@ -148,14 +145,15 @@ def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
         return crisp
 
     outcomes = {
-        case: python_outcome(partial(call, client(case, sim.crisp.key)))
+        case: python_outcome(crisp_api.RouteError, partial(call, client(case, sim.crisp.key)))
         for case, call in PYTHON_CALLS.items()
     }
     for case, (spec, _) in ERRORS.items():
         args = {"key": sim.crisp.key, "website": WEBSITE, "session": VIP, **spec}
         crisp = client(f"py-{case}", args["key"])
         method = getattr(crisp.website, PYTHON_METHODS[args.get("call", "getConversation")])
-        outcomes[f"py-{case}"] = python_outcome(partial(method, args["website"], args["session"]))
+        called = partial(method, args["website"], args["session"])
+        outcomes[f"py-{case}"] = python_outcome(crisp_api.RouteError, called)
     return outcomes
 
 
@@ -177,7 +175,7 @@ async def collect(node: str, sim: Simulator, recorder: Recorder) -> ClientsRun:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> ClientsRun:
-    require(crisp_api is not None, "crisp-api (PyPI) is not installed: pip install -e '.[test]'")
+    python_client("crisp_api")
     return collected(tmp_path_factory, "crisp", populate, collect)
 
 
