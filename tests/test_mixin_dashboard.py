@@ -18,7 +18,7 @@ from typing import Any, cast
 
 import yaml
 
-from tests.support import DIALOG_METRICS, ROOT, load_mapping, prometheus_tool
+from tests.support import DIALOG_METRICS, EXPORTER_JOB, ROOT, load_mapping, prometheus_tool
 
 GRAFANA_DIR = ROOT / "grafana"
 DASHBOARD = GRAFANA_DIR / "dashboards" / "chat-unread.json"
@@ -40,6 +40,23 @@ ACCOUNT_METRICS = {
     "chat_unread_daily_request_budget",
     "chat_unread_daily_requests_spent",
 }
+# Queue-group metrics carry the label variables and the queue dimension of their row.
+GROUP_METRICS = {
+    "chat_unread_group_messages",
+    "chat_unread_group_mentions",
+    "chat_unread_group_conversations",
+    "chat_unread_group_oldest_unread_timestamp_seconds",
+    "chat_unread_group_info",
+}
+# Per dialog, without values to add up.
+DIALOG_INFO_METRICS = {"chat_unread_dialog_info", "chat_unread_groups_folded"}
+# The dialog metrics whose values panels add up over dialogs.
+SUMMED_METRICS = (
+    "chat_unread_messages",
+    "chat_unread_mentions",
+    "chat_unread_invitations",
+    "chat_unread_conversations",
+)
 UNLABELLED_METRICS = {
     "chat_unread_exporter_build_info",
     "chat_unread_exporter_config_last_reload_successful",
@@ -48,6 +65,11 @@ UNLABELLED_METRICS = {
 SELECTOR_DIALOG = '{provider=~"$provider",account=~"$account",dialog=~"$dialog"}'
 RULES = ROOT / "prometheus" / "rules" / "chat-unread.rules.yml"
 SELECTOR_ACCOUNT = '{provider=~"$provider",account=~"$account"}'
+SELECTOR_GROUP = (
+    '{provider=~"$provider",account=~"$account",dialog=~"$dialog",group_by=~"$group_by"}'
+)
+# The selected dialogs that are part of another dialog (the first half of the honest total).
+PARTS = f'chat_unread_dialog_info{SELECTOR_DIALOG[:-1]},part_of!=""}}'
 METRIC_RE = re.compile(r"\b(chat_unread_[a-z_]+)\b(\{[^}]*\})?")
 # Series recorded by the shipped rules (per dialog, like the metrics they come from).
 RECORD_RE = re.compile(r"\b(chat_unread:[a-z_:]+)(\{[^}]*\})?")
@@ -111,13 +133,15 @@ def _alert_expr(name: str) -> str:
     raise AssertionError(f"no alert {name} in {RULES.name}")
 
 
-def substitute_variables(expr: str) -> str:
-    """A dashboard query as Prometheus would get it with every variable on "All"."""
-    for name in LABEL_VARIABLES:
-        expr = expr.replace(f"${name}", ".*")
+def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str:
+    """A dashboard query as Prometheus would get it: each label variable's regex (Grafana
+    sends a multi-value selection as ``a|b``) from ``values``, "All" (``.*``) otherwise."""
+    for name in (*LABEL_VARIABLES, "group_by"):
+        expr = expr.replace(f"${name}", (values or {}).get(name, ".*"))
     for name in INTERVAL_VARIABLES:
         expr = expr.replace(name, "1m")
-    assert "$" not in expr, f"unknown variable left in {expr}"
+    # "$1" is label_replace's reference to its regex group, not a variable.
+    assert "$" not in expr.replace('"$1"', ""), f"unknown variable left in {expr}"
     return expr
 
 
@@ -160,7 +184,7 @@ def test_datasource_is_a_variable_and_no_uid_is_hard_coded() -> None:
 
 def test_label_variables() -> None:
     variables = _variables(_dashboard())
-    assert list(variables) == ["datasource", *LABEL_VARIABLES]
+    assert list(variables) == ["datasource", *LABEL_VARIABLES, "group_by"]
     previous: list[str] = []
     for name in LABEL_VARIABLES:
         variable = variables[name]
@@ -178,6 +202,19 @@ def test_label_variables() -> None:
         expected = ",".join(f'{prev}=~"${prev}"' for prev in previous)
         assert (match.group(1) or "{}") == "{" + expected + "}", query
         previous.append(name)
+    # The queue dimensions of the selected dialogs, from their group series.
+    group_by = variables["group_by"]
+    assert group_by["multi"] is True
+    assert group_by["includeAll"] is True
+    assert (
+        group_by["query"]["query"]
+        == group_by["definition"]
+        == (
+            'label_values({__name__=~"chat_unread_group_(messages|conversations)",'
+            + SELECTOR_DIALOG[1:-1]
+            + "}, group_by)"
+        )
+    )
 
 
 def test_panels_have_titles_ids_and_a_layout() -> None:
@@ -207,8 +244,17 @@ def test_panels_have_titles_ids_and_a_layout() -> None:
 def test_the_issue_panels_are_there() -> None:
     exprs = "\n".join(_exprs(_dashboard()))
     for needle in (
-        "sum(chat_unread_messages",
-        "sum by (provider, account) (chat_unread_messages",
+        "sum((chat_unread_messages",
+        "sum by (provider, account) ((chat_unread_messages",
+        "chat_unread_group_messages",
+        "chat_unread_group_conversations",
+        "chat_unread_group_oldest_unread_timestamp_seconds",
+        'group="unassigned"',
+        "group_left (name)",
+        "chat_unread_groups_folded",
+        "chat_unread_daily_request_budget",
+        "chat_unread_daily_requests_spent",
+        'sum(up{job="chat-unread-exporter"})',
         "topk(",
         "chat_unread_mentions",
         "chat_unread_invitations",
@@ -260,8 +306,14 @@ def test_every_selector_uses_the_variables() -> None:
     for expr in exprs:
         metrics = METRIC_RE.findall(expr)
         for metric, selector in metrics:
-            if metric in DIALOG_METRICS:
-                assert selector == SELECTOR_DIALOG, expr
+            if metric in DIALOG_METRICS or metric in DIALOG_INFO_METRICS:
+                # Further matchers may follow the variables' (part_of!="").
+                assert selector == SELECTOR_DIALOG or (
+                    selector.startswith(SELECTOR_DIALOG[:-1] + ",")
+                    and not selector.startswith(SELECTOR_GROUP[:-1])
+                ), expr
+            elif metric in GROUP_METRICS:
+                assert selector.startswith(SELECTOR_GROUP[:-1]), expr
             elif metric in ACCOUNT_METRICS:
                 assert selector == SELECTOR_ACCOUNT, expr
             else:
@@ -269,9 +321,11 @@ def test_every_selector_uses_the_variables() -> None:
         records = RECORD_RE.findall(expr)
         for record, selector in records:
             assert record in _recorded(), f"{record} is not recorded by {RULES.name}: {expr}"
-            assert selector == SELECTOR_DIALOG, expr
+            expected = SELECTOR_GROUP if record.startswith("chat_unread:group") else SELECTOR_DIALOG
+            assert selector == expected, expr
         if not metrics and not records:
-            assert re.fullmatch(r'sum\(up\{job=~"[^"]+"\}\)', expr), expr
+            # Exporters, not probe targets: the job with one target per exporter.
+            assert expr == f'sum(up{{job="{EXPORTER_JOB}"}})', expr
 
 
 def test_instant_panels_query_instantly() -> None:
@@ -321,3 +375,245 @@ def test_dashboard_provisioning() -> None:
     assert provider["type"] == "file"
     # deploy/compose mounts grafana/dashboards there.
     assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+# --------------------------------------------------------------------------- honest totals
+
+
+def _counted(metric: str, selector: str = SELECTOR_DIALOG) -> str:
+    """The selected dialogs' series of ``metric`` without the parts of a whole that has a value
+    among them: the only form in which the dashboard adds dialogs up."""
+    return (
+        f"({metric}{selector} unless on (provider, account, dialog) ({PARTS}"
+        f" and on (provider, account, part_of) label_replace({metric}{SELECTOR_DIALOG},"
+        ' "part_of", "$1", "dialog", "(.+)")))'
+    )
+
+
+AGGREGATION_RE = re.compile(r"\bsum(?: by \(([^)]*)\))? ?\(")
+
+
+def test_adding_up_panels_count_each_item_once() -> None:
+    """Every sum that drops `dialog` from a dialog value, or `group` from a group value, adds
+    the selected dialogs up: it must leave out the parts whose whole is selected too."""
+    checked = 0
+    for expr in _exprs(_dashboard()):
+        for match in AGGREGATION_RE.finditer(expr):
+            labels = {label.strip() for label in (match.group(1) or "").split(",")}
+            inner = expr[match.end() :]
+            if "dialog" not in labels:
+                for metric in SUMMED_METRICS:
+                    if inner.startswith(f"({metric}{{"):
+                        assert inner.startswith(_counted(metric)), expr
+                        checked += 1
+            if "group" not in labels and "chat_unread_group_" in inner.split(")")[0]:
+                assert PARTS in expr, expr
+                assert "label_replace(chat_unread_group_" in expr, expr
+                checked += 1
+    # The four headline stats, the backlog, the by-account series, the unassigned queues.
+    assert checked >= 8, checked
+
+
+# The world of the promtool check: overlapping dialogs as the exporter describes them.
+# (provider, account, dialog, part_of, messages or None when the dialog fails)
+WORLD: tuple[tuple[str, str, str, str, int | None], ...] = (
+    ("quickblox", "qb-support", "all", "", 10),
+    ("quickblox", "qb-support", "escalations", "all", 3),
+    ("quickblox", "qb-support", "vip", "all", 2),
+    ("matrix", "matrix-ops", "all", "", 7),
+    ("matrix", "matrix-ops", "support", "all", 4),
+    ("stream", "stream-app", "agent-42", "", 5),
+    ("stream", "stream-app", "agent-42-messaging", "agent-42", 2),
+    ("crisp", "acme-crisp", "backlog", "", 6),
+    # a dialog of another account with the same names: part_of is per account
+    ("imkit", "imkit-app", "all", "", 4),
+    ("imkit", "imkit-app", "work", "all", 1),
+    # the whole fails: its parts are all that is known, and they count
+    ("sendbird", "sb-prod", "all", "", None),
+    ("sendbird", "sb-prod", "agent-7", "all", 3),
+    # split by team, the part the same way
+    ("intercom", "ic-support", "inbox", "", 6),
+    ("intercom", "ic-support", "vip", "inbox", 1),
+)
+# Queue groups: (account, dialog, group_by, group, messages). Never added to dialog totals.
+GROUPS: tuple[tuple[str, str, str, str, int], ...] = (
+    ("matrix-ops", "all", "room", "!a:x", 5),
+    ("matrix-ops", "all", "room", "!b:x", 2),
+    ("ic-support", "inbox", "team", "unassigned", 4),
+    ("ic-support", "inbox", "team", "team-1", 2),
+    ("ic-support", "vip", "team", "unassigned", 1),
+)
+# Variable selections (Grafana sends a multi-value selection as a|b).
+SELECTIONS: tuple[dict[str, str], ...] = (
+    {},
+    {"dialog": "all"},
+    {"dialog": "escalations|vip"},
+    {"dialog": "all|escalations"},
+    {"provider": "matrix|stream"},
+    {"provider": "stream", "dialog": "agent-42-messaging"},
+    {"account": "qb-support|imkit-app", "dialog": "vip|work|all"},
+    {"account": "sb-prod"},
+    {"dialog": "vip"},
+    {"account": "ic-support", "dialog": "inbox|vip"},
+)
+
+
+def _selected(selection: dict[str, str]) -> list[tuple[str, str, str, str, int | None]]:
+    return [
+        row
+        for row in WORLD
+        if all(
+            re.fullmatch(selection.get(name, ".*"), value)
+            for name, value in zip(LABEL_VARIABLES, row[:3], strict=True)
+        )
+    ]
+
+
+def _distinct(selection: dict[str, str]) -> dict[tuple[str, str], int]:
+    """Unread messages per (provider, account), each counted once: a dialog counts unless its
+    whole is selected and has a value."""
+    rows = _selected(selection)
+    valued = {(p, a, d) for p, a, d, _w, value in rows if value is not None}
+    totals: dict[tuple[str, str], int] = {}
+    for provider, account, _dialog, whole, value in rows:
+        if value is None or (whole and (provider, account, whole) in valued):
+            continue
+        totals[(provider, account)] = totals.get((provider, account), 0) + value
+    return totals
+
+
+def _panel_expr(title: str) -> str:
+    panels = {panel["title"]: panel for panel in _panels(_dashboard())}
+    (target,) = panels[title]["targets"]
+    return str(target["expr"])
+
+
+def _world_series() -> list[dict[str, str]]:
+    series: list[dict[str, str]] = []
+    for provider, account, dialog, whole, value in WORLD:
+        labels = f'provider="{provider}",account="{account}",dialog="{dialog}",job="x",instance="y"'
+        up = "0" if value is None else "1"
+        series.append({"series": f"chat_unread_up{{{labels}}}", "values": f"{up}x5"})
+        series.append(
+            {"series": f'chat_unread_dialog_info{{{labels},part_of="{whole}"}}', "values": "1x5"}
+        )
+        if value is not None:
+            series.append({"series": f"chat_unread_messages{{{labels}}}", "values": f"{value}x5"})
+    providers = {account: provider for provider, account, *_rest in WORLD}
+    for account, dialog, group_by, group, value in GROUPS:
+        labels = (
+            f'provider="{providers[account]}",account="{account}",dialog="{dialog}",'
+            f'group_by="{group_by}",group="{group}"'
+        )
+        series.append({"series": f"chat_unread_group_messages{{{labels}}}", "values": f"{value}x5"})
+    return series
+
+
+def _distinct_unassigned(selection: dict[str, str], group_by: str) -> int:
+    """Unassigned messages of the selected dialogs split by ``group_by``, each counted once."""
+    selected = {(a, d): whole for _p, a, d, whole, _v in _selected(selection)}
+    split = {(a, d) for a, d, dim, _g, _v in GROUPS if dim == group_by and (a, d) in selected}
+    return sum(
+        value
+        for account, dialog, dim, group, value in GROUPS
+        if dim == group_by
+        and group == "unassigned"
+        and (account, dialog) in split
+        and (account, selected[(account, dialog)]) not in split
+    )
+
+
+def test_totals_count_each_item_once(tmp_path: Path) -> None:
+    """The headline and by-account queries, run by promtool with the variables substituted,
+    equal the distinct count for every selection, with wholes and parts overlapping."""
+    headline = _panel_expr("Unread messages")
+    assert headline == _panel_expr("Unread backlog")
+    by_account = _panel_expr("Unread messages by account")
+    panels = {panel["title"]: panel for panel in _panels(_dashboard())}
+    unassigned = panels["Unassigned: $group_by"]["targets"][0]["expr"]
+    tests: list[dict[str, Any]] = []
+    for selection in SELECTIONS:
+        expected = _distinct_unassigned(selection, "team")
+        tests.append(
+            {
+                "expr": substitute_variables(unassigned, {**selection, "group_by": "team"}),
+                "eval_time": "2m",
+                "exp_samples": [{"labels": "{}", "value": expected}] if expected else [],
+            }
+        )
+        distinct = _distinct(selection)
+        total = sum(distinct.values())
+        tests.append(
+            {
+                "expr": substitute_variables(headline, selection),
+                "eval_time": "2m",
+                "exp_samples": [{"labels": "{}", "value": total}] if distinct else [],
+            }
+        )
+        tests.append(
+            {
+                "expr": substitute_variables(by_account, selection),
+                "eval_time": "2m",
+                "exp_samples": [
+                    {"labels": f'{{provider="{p}",account="{a}"}}', "value": value}
+                    for (p, a), value in sorted(distinct.items())
+                ],
+            }
+        )
+    # The world has overlaps that a plain sum would count twice.
+    assert sum(_distinct({}).values()) == 10 + 7 + 5 + 6 + 4 + 3 + 6
+    assert _distinct_unassigned({}, "team") == 4
+    assert _distinct_unassigned({"dialog": "vip"}, "team") == 1
+    unit_test = {
+        "evaluation_interval": "1m",
+        "tests": [{"interval": "1m", "input_series": _world_series(), "promql_expr_test": tests}],
+    }
+    test_file = tmp_path / "totals.yml"
+    test_file.write_text(yaml.safe_dump(unit_test, sort_keys=False), encoding="utf-8")
+    result = subprocess.run(
+        [prometheus_tool("promtool"), "test", "rules", test_file.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+
+
+def test_a_row_of_queue_panels_per_dimension() -> None:
+    """One row per value of `group_by`, its panels on that dimension's groups, named."""
+    panels = _dashboard()["panels"]
+    (start,) = [i for i, panel in enumerate(panels) if panel.get("repeat") == "group_by"]
+    row = panels[start]
+    assert row["type"] == "row"
+    assert "$group_by" in row["title"]
+    queue_panels = []
+    for panel in panels[start + 1 :]:
+        if panel["type"] == "row":
+            break
+        queue_panels.append(panel)
+    titles = {panel["title"] for panel in queue_panels}
+    assert {
+        "Queues: $group_by",
+        "Queue depth: $group_by",
+        "Oldest waiting: $group_by",
+        "Unassigned: $group_by",
+    } <= titles
+    for panel in queue_panels:
+        for target in panel["targets"]:
+            assert SELECTOR_GROUP in target["expr"], (panel["title"], target["expr"])
+    # Names joined from chat_unread_group_info; a group without a name is still shown.
+    table = next(panel for panel in queue_panels if panel["title"] == "Queues: $group_by")
+    for target in table["targets"]:
+        expr = target["expr"]
+        assert "group_left (name)" in expr, expr
+        assert f"chat_unread_group_info{SELECTOR_GROUP}" in expr, expr
+        assert " or on (provider, account, dialog, group_by, group) " in expr, expr
+    # The budget panel shows both sides.
+    budget = next(
+        panel for panel in _panels(_dashboard()) if panel["title"] == "Daily request budget"
+    )
+    exprs = " ".join(target["expr"] for target in budget["targets"])
+    assert "chat_unread_daily_request_budget" in exprs
+    assert "chat_unread_daily_requests_spent" in exprs

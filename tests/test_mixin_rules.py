@@ -182,9 +182,16 @@ def test_thresholds_are_overridable_and_documented() -> None:
     overrides = {rule["record"] for rule in _rules(THRESHOLD_RULES)}
     readme = README.read_text(encoding="utf-8")
     header = THRESHOLD_RULES.read_text(encoding="utf-8")
+    assert "chat_unread:group_waiting_sla_seconds" in thresholds
     for name in thresholds:
-        assert f"{name}:override" in main, f"{name} cannot be overridden"
-        assert f"{name}:override" in overrides, f"{_rel(THRESHOLD_RULES)} lacks {name}"
+        # A queue group's threshold is its dialog's, overridden down to the group by the
+        # dialog threshold's overrides with a `group` label.
+        dialog_threshold = name.replace("chat_unread:group_", "chat_unread:")
+        assert f"{dialog_threshold}:override" in main, f"{name} cannot be overridden"
+        if dialog_threshold != name:
+            assert f'{dialog_threshold}:override{{account!="", dialog!="", group!=""}}' in main
+            assert f'{dialog_threshold}:override{{account!="", dialog!="", group=""}}' in main
+        assert f"{dialog_threshold}:override" in overrides, f"{_rel(THRESHOLD_RULES)} lacks {name}"
         assert name in readme, f"{name} is not documented in {_rel(README)}"
         assert name in header, f"{name} is not documented in {_rel(THRESHOLD_RULES)}"
         assert any(name in str(rule.get("expr", "")) for rule in _alerts().values()), name
