@@ -45,7 +45,7 @@ RUN pip install --no-cache-dir /src \
 FROM python:3.11.13-slim-bookworm
 
 LABEL org.opencontainers.image.title="chat-unread-exporter" \
-      org.opencontainers.image.description="Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird)" \
+      org.opencontainers.image.description="Prometheus exporter for unread chat messages (Crisp, QuickBlox, IMKit, Sendbird, Intercom, Stream Chat, Matrix, and plugins)" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
 
