@@ -111,6 +111,7 @@ def test_each_value_has_its_series_and_a_none_value_has_none() -> None:
         *VALUE_HELP,
         "chat_unread_up",
         "chat_unread_last_success_timestamp_seconds",
+        "chat_unread_dialog_info",
     }
     assert series(parsed["chat_unread_messages"][2]) == {
         ("chat_unread_messages", dialog("agent-42")): 3.0,
@@ -192,7 +193,8 @@ def test_up_0_without_values_and_no_account_no_series() -> None:
     ]
     parsed = families(render(DialogCollector([result(sendbird(), *down)])))
     assert {name: samples for name, (_, _, samples) in parsed.items() if samples} == {
-        "chat_unread_up": parsed["chat_unread_up"][2]
+        "chat_unread_up": parsed["chat_unread_up"][2],
+        "chat_unread_dialog_info": parsed["chat_unread_dialog_info"][2],
     }
     assert set(series(parsed["chat_unread_up"][2]).values()) == {0.0}
     assert all(samples == [] for _, _, samples in families(render(DialogCollector([]))).values())
