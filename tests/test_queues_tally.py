@@ -83,7 +83,7 @@ def test_the_groups_kept_are_those_with_the_most_waiting(
         by_group["id:other" if group == OTHER else group or UNASSIGNED] += messages
     reading = _tally(items, max_groups)
     assert reading.groups is not None
-    kept = {g.group: g.messages for g in reading.groups.groups if g.group != OTHER}
+    kept = {g.group: g.messages or 0 for g in reading.groups.groups if g.group != OTHER}
     if reading.groups.folded:
         smallest_kept = min(kept.values(), default=math.inf)
         folded = [n for group, n in by_group.items() if group not in kept]
@@ -175,7 +175,7 @@ def test_100000_groups_fold_into_max_groups() -> None:
             id="duplicate",
         ),
         pytest.param(
-            GroupSplit("team", (GroupReading("a", messages=True),)),  # type: ignore[arg-type]
+            GroupSplit("team", (GroupReading("a", messages=True),)),
             "not a valid value",
             id="bool",
         ),
