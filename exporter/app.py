@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.config import ConfigError
 from exporter.registry import PROVIDERS
 from exporter.render import encoder_for
@@ -137,6 +137,7 @@ async def _fetch_and_render(
     results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
     return encoder(registry)
 
@@ -177,6 +178,7 @@ async def probe(request: web.Request) -> web.StreamResponse:
         return web.Response(text=_debug_trace(results))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     return await _render(request, registry)
 
 
