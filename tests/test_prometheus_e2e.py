@@ -6,7 +6,10 @@ with prometheus/prometheus.yml (plain /metrics scrape), one with prometheus/prom
 point at the demo exporter and to scrape and evaluate every second. Then, through Prometheus'
 HTTP API: the demo's series arrive with exactly the contract's labels (in the probe setup from
 the probe job only, each dialog once), every dashboard query returns data, the rules load and
-evaluate, and an alert that the demo data must trigger does.
+evaluate, and an alert that the demo data must trigger does. Honest totals: an exporter over
+overlapping dialogs with ``group_by``, reading simulators of this process, scraped by a real
+Prometheus: each headline and queue panel's query, with the variables substituted, equals the
+distinct count of the simulators' unread items.
 
 Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheus) unless
 ``CHAT_UNREAD_REQUIRE_PROMETHEUS=1``. Every wait polls against a deadline.
@@ -14,29 +17,38 @@ Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheu
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
+import threading
 import urllib.parse
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, cast
 
 import pytest
 import yaml
 
+from exporter.simulator import Simulator
 from tests.support import (
     DEMO_ACCOUNTS,
     DEMO_DIALOGS,
     DIALOG_METRICS,
     EXPORTER_JOB,
+    MATRIX_ALIAS,
+    MATRIX_ROOMS,
+    MATRIX_TOKEN,
     PROBE_JOB,
     ROOT,
     Server,
     free_port,
     http_get,
+    matrix_yaml,
     poll,
+    populate,
     prometheus_tool,
     start_server,
     wait_ready,
@@ -110,16 +122,17 @@ def _test_config(name: str, exporter_address: str) -> dict[str, Any]:
     return config
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    exporter: Server, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def _prometheus_servers(
+    exporter: Server, names: Sequence[str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Server]]:
-    """Both example setups, started together so their warm-up overlaps."""
+    """Prometheus with each named example setup, scraping ``exporter``; started together so
+    their warm-up overlaps."""
     binary = prometheus_tool("prometheus")
     exporter_address = exporter.url.removeprefix("http://")
     servers: dict[str, Server] = {}
     try:
-        for name in CONFIGS:
+        for name in names:
             directory = tmp_path_factory.mktemp(f"prometheus-{name}")
             config_file = directory / "prometheus.yml"
             config_file.write_text(
@@ -145,6 +158,15 @@ def prometheus(
     finally:
         for server in servers.values():
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    exporter: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Server]]:
+    """Both example setups."""
+    with _prometheus_servers(exporter, list(CONFIGS), tmp_path_factory) as servers:
+        yield servers
 
 
 # --------------------------------------------------------------------------- API helpers
@@ -488,3 +510,175 @@ def test_demo_backlog_triggers_the_sla_alert(
         "ChatUnreadDialogFailing",
         "ChatUnreadConfigReloadFailed",
     }, names
+
+
+# --------------------------------------------------------------------------- honest totals
+
+# Dialog-variable selections (Grafana sends a multi-value selection as a|b) for which the
+# headline and queue panels must equal the distinct count of the simulators' unread items.
+TOTALS_SELECTIONS = (".*", "all", "support|sales", "support", "all|support", "sales|all")
+
+
+@contextmanager
+def _simulators() -> Iterator[Simulator]:
+    """``populate``'s data set on the simulators, served on loopback by an event loop of its
+    own thread (Prometheus and the exporter run as processes; the test reads the state)."""
+    sim = Simulator()
+    populate(sim)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(sim.start(), loop).result(STARTUP_TIMEOUT)
+        yield sim
+    finally:
+        asyncio.run_coroutine_threadsafe(sim.stop(), loop).result(STARTUP_TIMEOUT)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(STARTUP_TIMEOUT)
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def totals_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Simulator, Server]]:
+    """An exporter over overlapping dialogs with ``group_by`` (Matrix: all joined rooms split
+    by room, and two rooms of it), reading the simulators of this process."""
+    prometheus_tool("prometheus")
+    with _simulators() as sim:
+        directory = tmp_path_factory.mktemp("totals-exporter")
+        config = "accounts:\n" + matrix_yaml(sim).replace(
+            "      - name: all\n", "      - name: all\n        group_by: room\n", 1
+        )
+        config_file = directory / "config.yaml"
+        config_file.write_text(config, encoding="utf-8")
+        port = free_port()
+        server = start_server(
+            "totals-exporter",
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                f"--config.file={config_file}",
+                "--web.listen-address",
+                f"127.0.0.1:{port}",
+            ],
+            port,
+            directory,
+            cwd=directory,
+        )
+        try:
+            wait_ready(server, "/-/ready", STARTUP_TIMEOUT)
+            yield sim, server
+        finally:
+            server.stop()
+
+
+def _matrix_rooms(sim: Simulator) -> dict[str, str | None]:
+    """Each Matrix dialog of ``matrix_yaml`` and the room it reads (None: every joined room)."""
+    return {"all": None, "support": sim.matrix.aliases[MATRIX_ALIAS], "sales": MATRIX_ROOMS[1]}
+
+
+def _distinct_unread(sim: Simulator, selection: str, attr: str) -> int:
+    """The unread items (``attr`` of the simulated rooms) of the selected dialogs, each room
+    counted once however many selected dialogs read it."""
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    seen: set[str] = set()
+    for dialog, room in _matrix_rooms(sim).items():
+        if re.fullmatch(selection, dialog):
+            seen |= set(rooms) if room is None else {room}
+    return sum(getattr(rooms[room], attr) for room in seen)
+
+
+def _panel_targets(title: str) -> list[str]:
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    for panel in dashboard["panels"]:
+        if panel.get("title") == title:
+            return [target["expr"] for target in panel["targets"]]
+    raise AssertionError(f"no panel {title!r}")
+
+
+def _selected(expr: str, dialog: str, group_by: str = ".*") -> str:
+    variables = {**VARIABLE_VALUES, "$dialog": dialog, "$group_by": group_by}
+    for name, value in variables.items():
+        expr = expr.replace(name, value)
+    return expr
+
+
+@pytest.fixture(scope="module")
+def totals_prometheus(
+    totals_world: tuple[Simulator, Server], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    """The plain example setup scraping the totals exporter."""
+    with _prometheus_servers(totals_world[1], ["plain"], tmp_path_factory) as servers:
+        yield servers["plain"]
+
+
+def test_totals_equal_the_distinct_count(
+    totals_world: tuple[Simulator, Server], totals_prometheus: Server
+) -> None:
+    """Each headline panel's query, run by Prometheus with the dialog variable substituted,
+    equals the distinct count of the simulators' unread items, for every selection."""
+    sim, exporter = totals_world
+    headlines = {
+        "notifications": _panel_targets("Unread messages")[0],
+        "highlights": _panel_targets("Unread mentions")[0],
+    }
+    assert _panel_targets("Unread backlog") == [headlines["notifications"]]
+    by_account = _panel_targets("Unread messages by account")[0]
+
+    def answers() -> dict[tuple[str, str], float] | None:
+        got: dict[tuple[str, str], float] = {}
+        for attr, expr in {**headlines, "by account": by_account}.items():
+            for selection in TOTALS_SELECTIONS:
+                result = _query(totals_prometheus, _selected(expr, selection))
+                if not result:
+                    return None
+                got[(attr, selection)] = float(result[0]["value"][1])
+        return got
+
+    got = poll(answers, "every headline", timeout=DATA_TIMEOUT, servers=[exporter])
+    expected = {
+        (attr, selection): float(_distinct_unread(sim, selection, attr))
+        for attr in headlines
+        for selection in TOTALS_SELECTIONS
+    }
+    expected.update(
+        {
+            ("by account", selection): expected[("notifications", selection)]
+            for selection in TOTALS_SELECTIONS
+        }
+    )
+    assert got == expected
+
+
+def test_queue_panels_equal_the_rooms(
+    totals_world: tuple[Simulator, Server], totals_prometheus: Server
+) -> None:
+    """The queue row's queries for group_by room: one group per room with something unread,
+    its value the room's own; nothing unassigned; no group for dialogs without group_by."""
+    sim, exporter = totals_world
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    expected = {
+        room_id: float(room.notifications)
+        for room_id, room in rooms.items()
+        if room.notifications or room.highlights
+    }
+    assert len(expected) >= 2, "the data set must have more than one queue"
+    table, _conversations, _oldest = _panel_targets("Queues: $group_by")
+    depth = _panel_targets("Queue depth: $group_by")[0]
+
+    def per_group(expr: str, dialog: str) -> dict[str, float]:
+        result = _query(totals_prometheus, _selected(expr, dialog, "room"))
+        return {series["metric"]["group"]: float(series["value"][1]) for series in result}
+
+    poll(
+        lambda: per_group(table, ".*") or None,
+        "queue groups",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter],
+    )
+    for expr in (table, depth):
+        assert per_group(expr, ".*") == expected
+        assert per_group(expr, "all|support") == expected
+        assert per_group(expr, "support|sales") == {}
+    (unassigned_messages, _unassigned_conversations) = _panel_targets("Unassigned: $group_by")
+    assert _query(totals_prometheus, _selected(unassigned_messages, ".*", "room")) == []
