@@ -133,6 +133,20 @@ def _alert_expr(name: str) -> str:
     raise AssertionError(f"no alert {name} in {RULES.name}")
 
 
+def _promtool(*args: str, cwd: Path) -> str:
+    """Run promtool in ``cwd``, assert exit 0 (showing its output otherwise), return stdout."""
+    result = subprocess.run(
+        [prometheus_tool("promtool"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
 def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str:
     """A dashboard query as Prometheus would get it: each label variable's regex (Grafana
     sends a multi-value selection as ``a|b``) from ``values``, "All" (``.*``) otherwise."""
@@ -347,15 +361,8 @@ def test_every_query_parses(tmp_path: Path) -> None:
     rule_file.write_text(
         yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}), encoding="utf-8"
     )
-    result = subprocess.run(
-        [prometheus_tool("promtool"), "check", "rules", str(rule_file)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    assert f"SUCCESS: {len(rules)} rules found" in result.stdout, result.stdout
+    output = _promtool("check", "rules", rule_file.name, cwd=tmp_path)
+    assert f"SUCCESS: {len(rules)} rules found" in output, output
 
 
 def test_datasource_provisioning() -> None:
@@ -570,15 +577,7 @@ def test_totals_count_each_item_once(tmp_path: Path) -> None:
     }
     test_file = tmp_path / "totals.yml"
     test_file.write_text(yaml.safe_dump(unit_test, sort_keys=False), encoding="utf-8")
-    result = subprocess.run(
-        [prometheus_tool("promtool"), "test", "rules", test_file.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    _promtool("test", "rules", test_file.name, cwd=tmp_path)
 
 
 def test_a_row_of_queue_panels_per_dimension() -> None:
