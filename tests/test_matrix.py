@@ -264,8 +264,16 @@ async def test_simulator_answers_unknown_routes_like_synapse(sim: Simulator) -> 
     ("replace", "by", "problem"),
     [
         ("    base_url: {url}\n", "", "accounts[0].base_url: required field is missing"),
-        (f'room: "{MATRIX_ALIAS}"', "room: support", "accounts[0].dialogs[1].room: String should"),
-        (f'room: "{MATRIX_ALIAS}"', 'room: "#support"', "accounts[0].dialogs[1].room: String"),
+        (
+            f'room: "{MATRIX_ALIAS}"',
+            "room: support",
+            "accounts[0].dialogs[1].room: must be a room id",
+        ),
+        (
+            f'room: "{MATRIX_ALIAS}"',
+            'room: "#support"',
+            "accounts[0].dialogs[1].room: must be a room id",
+        ),
     ],
 )
 def test_config_refuses_missing_homeserver_and_bad_rooms(
@@ -379,7 +387,7 @@ async def test_a_failed_sync_shows_no_room_groups(
             "group_by: team", 8, "not a dimension this provider splits by (room)", id="team"
         ),
         pytest.param(
-            "group_by: room\n        max_groups: 1001", 9, "less than or equal to 1000", id="max"
+            "group_by: room\n        max_groups: 1001", 9, "must be at most 1000", id="max"
         ),
         pytest.param("max_groups: 5", 7, "max_groups applies only", id="no-group-by"),
     ],

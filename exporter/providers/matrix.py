@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from exporter.envelope import non_negative_number, scalars
 from exporter.models import AccountConfig, GroupingDialog
@@ -53,6 +54,7 @@ _ERRCODE_REASONS = {
 Counts = tuple[int, int]  # (notification_count, highlight_count)
 # State events whose content names a room: its name, else its canonical alias.
 NAME_EVENTS = ("m.room.name", "m.room.canonical_alias")
+ROOM_PATTERN = re.compile(r"![^\s]+|#[^\s:]+:[^\s]+")
 
 
 class MatrixDialog(GroupingDialog):
@@ -61,7 +63,14 @@ class MatrixDialog(GroupingDialog):
 
     group_dimensions: ClassVar[tuple[str, ...]] = ("room",)
 
-    room: str | None = Field(default=None, pattern=r"^(![^\s]+|#[^\s:]+:[^\s]+)$")
+    room: str | None = None
+
+    @field_validator("room")
+    @classmethod
+    def _room_or_alias(cls, value: str | None) -> str | None:
+        if value is not None and not ROOM_PATTERN.fullmatch(value):
+            raise ValueError("must be a room id (!id:server) or an alias (#name:server)")
+        return value
 
     @model_validator(mode="after")
     def _group_by_needs_all_rooms(self) -> Self:
