@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +41,12 @@ from tests.support import (
     assert_populated_values,
     config_yaml,
     dialog_values,
+    eventually,
     free_port,
     parse,
     value,
 )
 
-DEADLINE = 10.0  # generous: only a broken exporter takes this long
 FLAGS = (
     "--web.listen-address",
     "--config.file",
@@ -70,17 +70,6 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
 
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``check`` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @dataclass
