@@ -13,10 +13,7 @@ import pytest
 from aiohttp import ClientSession
 
 from exporter.config import ConfigError, parse_config
-from exporter.providers.imkit import IMKitAccount
-from exporter.providers.imkit import coverage as imkit_coverage
-from exporter.providers.intercom import IntercomAccount
-from exporter.providers.intercom import coverage as intercom_coverage
+from exporter.providers import imkit, intercom
 from exporter.simulator import Simulator
 from exporter.simulator.base import Fault
 from exporter.simulator.crisp import CrispOperator
@@ -442,8 +439,8 @@ def test_intercom_two_teams_never_overlap_a_team_and_a_teammate_may(sim: Simulat
     )
     text = intercom_config(sim, dialogs)
     account = parse_config(text, "test.yaml").accounts[0]
-    assert isinstance(account, IntercomAccount)
-    found = intercom_coverage(account)
+    assert isinstance(account, intercom.IntercomAccount)
+    found = intercom.PROVIDER.coverage(account)
     assert dict(found.part_of) == {}
     assert {frozenset(pair) for pair in found.overlapping} == {
         frozenset({"billing", "alice"}),
@@ -469,7 +466,7 @@ def test_imkit_tagged_dialogs_overlap_without_an_untagged_one(sim: Simulator) ->
     text = config_yaml(sim).replace("      - name: all\n        room_tags: [work]", "", 1)
     text = text.replace("      - name: all\n      - name: work\n", "      - name: work\n", 1)
     account = next(a for a in parse_config(text, "test.yaml").accounts if a.provider == "imkit")
-    assert isinstance(account, IMKitAccount)
-    found = imkit_coverage(account)
+    assert isinstance(account, imkit.IMKitAccount)
+    found = imkit.PROVIDER.coverage(account)
     assert dict(found.part_of) == {}
     assert found.overlapping == (("work", "work-project"),)
