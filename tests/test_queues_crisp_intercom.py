@@ -470,3 +470,51 @@ def test_imkit_tagged_dialogs_overlap_without_an_untagged_one(sim: Simulator) ->
     found = imkit.PROVIDER.coverage(account)
     assert dict(found.part_of) == {}
     assert found.overlapping == (("work", "work-project"),)
+
+
+# --------------------------------------------------------------------------------------------
+# The demo
+
+
+async def test_demo_shows_crisp_and_intercom_queues_with_names(
+    scrape_client: ScrapeClient,
+) -> None:
+    demo = Simulator()
+    await demo.start()
+    try:
+        demo.populate_demo()
+        client = await scrape_client(demo.demo_config_yaml())
+        crisp, intercom_ = (
+            {"provider": "crisp", "account": "demo-crisp"},
+            {"provider": "intercom", "account": "demo-intercom"},
+        )
+
+        async def named() -> Samples | None:
+            samples = await get_metrics(client)
+            dialogs = ((crisp, "backlog-by-inbox"), (crisp, "backlog-by-operator"))
+            ready = all(group_names(samples, a, d) for a, d in dialogs)
+            return samples if ready and group_names(samples, intercom_, "inbox-by-team") else None
+
+        samples = await eventually(named, "the demo's queues with names")
+        for account, dialog, metric in (
+            (crisp, "backlog-by-inbox", "messages"),
+            (crisp, "backlog-by-operator", "messages"),
+            (intercom_, "inbox-by-team", "conversations"),
+        ):
+            split = groups(samples, f"chat_unread_group_{metric}", account, dialog)
+            assert "unassigned" in split
+            assert len(split) == 3
+            assert sum(split.values()) == value(
+                samples, f"chat_unread_{metric}", **account, dialog=dialog
+            )
+        assert set(group_names(samples, crisp, "backlog-by-inbox").values()) == {"Support", "Sales"}
+        assert set(group_names(samples, crisp, "backlog-by-operator").values()) == {
+            "Ada Lovelace",
+            "Grace Hopper",
+        }
+        assert set(group_names(samples, intercom_, "inbox-by-team").values()) == {
+            "Billing",
+            "Onboarding",
+        }
+    finally:
+        await demo.stop()
