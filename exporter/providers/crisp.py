@@ -208,7 +208,11 @@ class CrispFetcher:
             return names
         url = f"{self._website_url}/operators/list"
         operators = _list(await self._upstream.request("GET", url, headers=self._headers))
-        details = [o.get("details") for o in operators if isinstance(o, dict)]
+        details = [
+            _snake_case(operator["details"])
+            for operator in operators
+            if isinstance(operator, dict) and isinstance(operator.get("details"), dict)
+        ]
         return _named(details, "user_id", _full_name)
 
 
@@ -250,6 +254,16 @@ def _named(items: Sequence[Any], key: str, name: Callable[[dict[str, Any]], Any]
 def _full_name(operator: dict[str, Any]) -> str:
     parts = (operator.get("first_name"), operator.get("last_name"))
     return " ".join(part.strip() for part in parts if isinstance(part, str) and part.strip())
+
+
+# Crisp's REST reference shows an operator's details in snake_case (``user_id``,
+# ``first_name``); crisp-api 11.3.0's TypeScript types name them ``userID``, ``firstName``,
+# ``lastName``. Either is read.
+_OPERATOR_KEYS = {"userID": "user_id", "firstName": "first_name", "lastName": "last_name"}
+
+
+def _snake_case(details: dict[str, Any]) -> dict[str, Any]:
+    return {_OPERATOR_KEYS.get(key, key): value for key, value in details.items()}
 
 
 def coverage(account: CrispAccount) -> Coverage:
