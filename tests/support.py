@@ -10,7 +10,6 @@ demo exporter's data set.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -245,21 +244,6 @@ def wait_for(
 ) -> None:
     """Wait until ``condition()`` is true, as ``poll`` does."""
     poll(lambda: True if condition() else None, what, timeout=timeout, servers=servers)
-
-
-EVENTUALLY_SECONDS = 10.0  # generous: only a broken exporter takes this long
-
-
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Await ``check`` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + EVENTUALLY_SECONDS
-    while True:
-        result = await check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def wait_ready(server: Server, path: str = "/-/ready", timeout: float = 30.0) -> None:

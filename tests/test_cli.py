@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,12 +41,12 @@ from tests.support import (
     assert_populated_values,
     config_yaml,
     dialog_values,
-    eventually,
     free_port,
     parse,
     value,
 )
 
+DEADLINE = 10.0  # generous: only a broken exporter takes this long
 FLAGS = (
     "--web.listen-address",
     "--config.file",
@@ -70,6 +70,17 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     assert "Traceback" not in result.stdout + result.stderr, result.stderr
     return result
 
+
+async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """Poll ``check`` until it returns something other than None, or fail at the deadline."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
 
 
 @dataclass
@@ -760,3 +771,17 @@ async def test_secret_cut_by_error_body_truncation_does_not_leak(
         await exporter.stop()
         _, stderr = exporter.output()
     assert token[:10] not in text + stderr
+
+
+def test_demo_config_check_checks_the_demo_not_the_working_directory(tmp_path: Path) -> None:
+    result = run_cli("--demo", "--config.check", cwd=tmp_path)  # no config.yaml here
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config <demo> is valid: ")
+
+
+def test_log_level_warning_is_accepted_as_warn(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("accounts: []\n")
+    result = run_cli("--log.level=warning", "--config.check", cwd=tmp_path)
+    assert "invalid choice" not in result.stderr
+    assert result.returncode == 1  # the empty config, not the flag, is refused
+    assert "accounts: must be a non-empty list of accounts" in result.stderr

@@ -30,13 +30,13 @@ from tests.support import (
     config_yaml,
     dialog_values,
     errors_of,
-    eventually,
     get_metrics,
     intercom_backlog,
     populate_reach,
     reach_accounts,
     value,
 )
+from tests.test_cli import eventually
 
 CRISP = {"provider": "crisp", "account": "acme-crisp"}
 INTERCOM = {"provider": "intercom", "account": "acme-intercom"}
