@@ -7,6 +7,7 @@ Names come from the providers' lists in the background, never an email address.
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from exporter.config import ConfigError, parse_config
 from exporter.providers import imkit, intercom
 from exporter.simulator import Simulator
 from exporter.simulator.base import Fault
-from exporter.simulator.crisp import CrispOperator
+from exporter.simulator.crisp import CrispConversation, CrispOperator
 from exporter.simulator.intercom import IntercomConversation
 from tests.support import (
     INTERCOM_ADMIN,
@@ -518,3 +519,130 @@ async def test_demo_shows_crisp_and_intercom_queues_with_names(
         }
     finally:
         await demo.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# Random worlds: in every refresh the groups add up to their dialog, and the dialog to the
+# simulator's own state
+
+
+def random_crisp_world(sim: Simulator, rng: random.Random) -> dict[str, Any]:
+    """A new website of random conversations; returns what the backlog must show."""
+    inboxes = [None, *(f"inbox-{i}" for i in range(6))]
+    operators = [None, *(f"operator-{i}" for i in range(5))]
+    website = {
+        f"session_{i:04d}": CrispConversation(
+            unread_operator=rng.choice((0, 0, 1, 2, 3)),
+            unread_visitor=rng.choice((0, 1)),
+            resolved=rng.random() < 0.1,
+            waiting_since_ms=rng.choice((0, rng.randrange(1, 10**12))),
+            inbox_id=rng.choice(inboxes),
+            operator_id=rng.choice(operators),
+        )
+        for i in range(rng.randrange(0, 131))
+    }
+    sim.crisp.websites[WEBSITE] = website
+    waiting = [c for c in website.values() if c.unread_operator and not c.resolved]
+    by_operator: dict[str, float] = {}
+    for c in waiting:
+        key = c.operator_id or "unassigned"
+        by_operator[key] = by_operator.get(key, 0) + c.unread_operator
+    times = [c.waiting_since_ms / 1000 for c in waiting if c.waiting_since_ms]
+    return {
+        "messages": sum(c.unread_operator for c in waiting),
+        "conversations": len(waiting),
+        "oldest": min(times) if times else None,
+        "by-operator": by_operator,
+    }
+
+
+@pytest.mark.parametrize("cap", [None, 20])
+async def test_crisp_queues_add_up_in_every_refresh_of_random_worlds(
+    sim: Simulator, scrape_client: ScrapeClient, cap: int | None
+) -> None:
+    sim.crisp.page_size_cap = cap
+    dialogs = (
+        "      - name: by-inbox\n        group_by: inbox\n        max_groups: 3\n"
+        "      - name: by-operator\n        group_by: operator\n        max_groups: 1000\n"
+    )
+    client = await scrape_client(crisp_config(sim, dialogs))
+    rng = random.Random(14)
+    for _ in range(25):
+        expected = random_crisp_world(sim, rng)
+        samples = await get_metrics(client)
+        for dialog in ("backlog", "by-inbox", "by-operator"):
+            labels = {**CRISP, "dialog": dialog}
+            assert value(samples, "chat_unread_messages", **labels) == expected["messages"]
+            assert (
+                value(samples, "chat_unread_conversations", **labels) == (expected["conversations"])
+            )
+            oldest = value(samples, "chat_unread_oldest_unread_timestamp_seconds", **labels)
+            assert oldest == expected["oldest"]
+        split = groups(samples, "chat_unread_group_messages", CRISP, "by-inbox")
+        assert len(split) <= 3
+        assert sum(split.values()) == expected["messages"]
+        assert (
+            groups(samples, "chat_unread_group_messages", CRISP, "by-operator")
+            == (expected["by-operator"])
+        )
+
+
+def random_intercom_world(sim: Simulator, rng: random.Random) -> dict[str, Any]:
+    """Random conversations, some not waiting, assignees null, "0" or one of a few."""
+    teams = [None, "0", *(str(5_000 + i) for i in range(5))]
+    admins = [None, 0, *(900 + i for i in range(4))]
+    sim.intercom.conversations = {
+        str(10_000 + i): IntercomConversation(
+            waiting_since=rng.choice((None, rng.randrange(1, 2 * 10**9))),
+            state=rng.choice(("open", "open", "open", "closed", "snoozed")),
+            team_assignee_id=rng.choice(teams),
+            admin_assignee_id=rng.choice(admins),
+        )
+        for i in range(rng.randrange(0, 400))
+    }
+    sim.intercom.honour_sort = rng.random() < 0.5
+    waiting = [
+        c for c in sim.intercom.conversations.values() if c.state == "open" and c.waiting_since
+    ]
+    by_teammate: dict[str, float] = {}
+    for c in waiting:
+        key = str(c.admin_assignee_id) if c.admin_assignee_id else "unassigned"
+        by_teammate[key] = by_teammate.get(key, 0) + 1
+    return {
+        "conversations": len(waiting),
+        "oldest": min((float(c.waiting_since or 0) for c in waiting), default=None),
+        "by-teammate": by_teammate,
+        "pages": max(1, -(-len(waiting) // 150)),
+    }
+
+
+async def test_intercom_queues_add_up_in_every_refresh_of_random_worlds(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    dialogs = (
+        "      - name: inbox\n        group_by: team\n        max_groups: 3\n"
+        "      - name: by-teammate\n        group_by: teammate\n        max_groups: 1000\n"
+    )
+    client = await scrape_client(intercom_config(sim, dialogs))
+    rng = random.Random(15)
+    for _ in range(25):
+        expected = random_intercom_world(sim, rng)
+        before = len(sim.intercom.calls("/conversations/search"))
+        samples = await get_metrics(client)
+        for dialog in ("inbox", "by-teammate"):
+            labels = {**INTERCOM, "dialog": dialog}
+            assert (
+                value(samples, "chat_unread_conversations", **labels) == (expected["conversations"])
+            )
+            oldest = value(samples, "chat_unread_oldest_unread_timestamp_seconds", **labels)
+            assert oldest == expected["oldest"]
+        split = groups(samples, "chat_unread_group_conversations", INTERCOM, "inbox")
+        assert len(split) <= 3
+        assert sum(split.values()) == expected["conversations"]
+        assert (
+            groups(samples, "chat_unread_group_conversations", INTERCOM, "by-teammate")
+            == (expected["by-teammate"])
+        )
+        # one pass over the pages serves every dialog of the account
+        searches = len(sim.intercom.calls("/conversations/search")) - before
+        assert searches == expected["pages"]
