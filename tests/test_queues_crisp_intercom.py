@@ -244,7 +244,7 @@ async def test_crisp_junk_group_id_fails_only_the_grouped_dialog(
         (
             "      - name: many\n        group_by: inbox\n        max_groups: 1001\n",
             "max_groups: 1001",
-            ".max_groups: Input should be less than or equal to 1000",
+            ".max_groups: must be at most 1000",
         ),
     ],
 )
