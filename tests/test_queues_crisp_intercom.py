@@ -346,6 +346,25 @@ async def test_intercom_split_by_teammate_takes_zero_for_unassigned_and_names_fr
     assert len(sim.intercom.calls("/admins")) == len(sim.intercom.calls("/teams")) == 1
 
 
+async def test_intercom_junk_team_id_fails_only_the_dialog_split_by_team(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    populate_reach(sim)
+    sim.intercom.conversations["77"] = IntercomConversation(
+        waiting_since=INTERCOM_WAITING, team_assignee_id="7" * 300
+    )
+    dialogs = "      - name: inbox\n      - name: teams\n        group_by: team\n"
+    client = await scrape_client(intercom_config(sim, dialogs))
+    samples = await get_metrics(client)
+
+    ups = dialog_values(samples, "chat_unread_up", "intercom")
+    assert ups == {"inbox": 1, "teams": 0, "billing": 1, "alice": 1}
+    conversations = dialog_values(samples, "chat_unread_conversations", "intercom")
+    assert conversations == {"inbox": 41.0, "billing": 20.0, "alice": 8.0}
+    assert groups(samples, "chat_unread_group_conversations", INTERCOM, "teams") == {}
+    assert "longer than 256" in await (await client.get("/")).text()
+
+
 def page(conversations: list[int], cursor: str | None, total: int = 300) -> dict[str, Any]:
     """A search answer of conversations waiting since the given times."""
     pages: dict[str, Any] = {"type": "pages", "per_page": 150}

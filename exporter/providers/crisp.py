@@ -109,7 +109,9 @@ def _group(conversation: dict[str, Any], group_by: str) -> str | None:
         value = conversation.get("inbox_id")
     else:
         assigned = conversation.get("assigned")
-        value = assigned.get("user_id") if isinstance(assigned, dict) else assigned
+        if assigned is not None and not isinstance(assigned, dict):
+            raise FetchError(Reason.BAD_RESPONSE, "conversation's assigned is not an object")
+        value = assigned.get("user_id") if assigned else None
     if value is None:
         return None
     if not isinstance(value, str):
@@ -179,12 +181,9 @@ class CrispFetcher:
         try:
             for page in range(1, MAX_PAGES + 1):
                 url = f"{self._website_url}/conversations/{page}"
-                response = await self._upstream.request(
-                    "GET", url, params=params, headers=self._headers
+                items = _list(
+                    await self._upstream.request("GET", url, params=params, headers=self._headers)
                 )
-                items = _data(response.body)
-                if not isinstance(items, list):
-                    raise FetchError(Reason.BAD_RESPONSE, "conversation list is not a list")
                 for conversation in items:
                     _count_conversation(shared, conversation)
                 if self._page_size.is_last(len(items)):

@@ -207,10 +207,8 @@ class IntercomFetcher:
         self._max_pages = min(MAX_PAGES, budget) if budget else MAX_PAGES
 
     async def fetch(self, dialogs: Sequence[IntercomDialog], record: Record) -> None:
-        if len(dialogs) == 1:
-            await self._read(dialogs[0].assignee, dialogs, record)
-            return
-        await self._read(None, dialogs, record)
+        # One dialog searches with its own filter; several search the whole backlog first.
+        await self._read(dialogs[0].assignee if len(dialogs) == 1 else None, dialogs, record)
 
     async def _read(
         self,
