@@ -16,7 +16,7 @@ A dialog split by team or teammate (``group_by``) needs every waiting conversati
 is paged through once (150 a page, one request each) and every dialog of the account is counted
 from those pages as each arrives; nothing is kept of a conversation beyond the counts. A page
 cursor answered twice (a loop), or more pages than ``MAX_PAGES`` (or the daily request budget),
-end the walk as a bad answer. An empty ``starting_after`` ends the pages, as in the SDKs.
+end the walk as a bad answer. An empty ``starting_after`` ends the pages, as in the Node SDK.
 
 ``sort`` is described in Intercom's "Pagination & Sorting (Search)" guide but absent from the
 OpenAPI schema the official SDKs are generated from, so the answer is checked: a page that did
@@ -180,7 +180,7 @@ def _read_page(body: Any, shared: SharedPass[IntercomDialog]) -> _Page:
     cursor = following.get("starting_after") if isinstance(following, dict) else None
     if cursor is not None and not isinstance(cursor, str):
         raise FetchError(Reason.BAD_RESPONSE, "pages.next.starting_after is not a cursor")
-    # An empty cursor ends the pages, as the official SDKs read it.
+    # An empty cursor ends the pages, as the official Node SDK (intercom-client 7.0.3) reads it.
     return _Page(total, len(conversations), oldest, ascending, cursor or None)
 
 
