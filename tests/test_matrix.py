@@ -77,13 +77,21 @@ async def test_sync_asks_for_counts_only_without_waiting_or_presence(
     assert params["timeout"] == "0"
     assert params["set_presence"] == "offline"
     sync_filter = json.loads(params["filter"])
-    assert sync_filter["event_fields"] == ["type", "content.name", "content.alias"]
+    assert sync_filter["event_fields"] == [
+        "type",
+        "content.name",
+        "content.alias",
+        "content.replacement_room",
+        "content.global.override",
+    ]
     assert sync_filter["presence"] == {"not_types": ["*"]}
-    assert sync_filter["account_data"] == {"not_types": ["*"]}
+    assert sync_filter["account_data"] == {"types": ["m.push_rules"]}
     room = sync_filter["room"]
-    assert room["timeline"] == {"limit": 1}
-    assert room["state"] == {"types": ["m.room.name", "m.room.canonical_alias"]}
-    assert room["ephemeral"] == {"types": ["m.receipt"]}
+    assert room["timeline"] == {"limit": 1, "unread_thread_notifications": True}
+    assert room["state"] == {"types": ["m.room.name", "m.room.canonical_alias", "m.room.tombstone"]}
+    # A full sync lists every room without receipts (their size grows with every member's);
+    # an incremental one needs them to see a room whose count a receipt lowered.
+    assert room["ephemeral"] == {"not_types": ["*"]}
     assert room["account_data"] == {"not_types": ["*"]}
     [nonce] = room["not_rooms"]
     assert nonce.startswith("!")
@@ -111,6 +119,7 @@ async def test_later_syncs_are_incremental_and_never_repeat_a_request(
     assert "since" not in syncs[0]
     assert syncs[1]["since"] != syncs[2]["since"]
     assert len({s["filter"] for s in syncs}) == 3  # no request repeats an earlier cache key
+    assert json.loads(syncs[1]["filter"])["room"]["ephemeral"] == {"types": ["m.receipt"]}
 
 
 async def test_left_room_drops_out(sim: Simulator, scrape_client: ScrapeClient) -> None:
@@ -441,3 +450,90 @@ def test_config_check_warns_of_rooms_that_may_be_one_without_a_whole(
     path.write_text(rooms + "      - name: all\n")
     assert check_config(str(path)) == 0
     assert capsys.readouterr().err == ""
+
+
+# Issue 15: the values a person's client (Element) shows, case by case.
+
+
+async def test_thread_replies_are_left_out_of_the_room_count_as_element_does(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[1]].thread_notifications = 4
+    samples = await get_metrics(await scrape_client(config(sim)))
+    assert messages(samples) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+
+
+async def test_a_muted_room_counts_zero_as_element_shows_it(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    assert messages(await get_metrics(client))["sales"] == 3.0
+    sim.matrix.muted[MATRIX_TOKEN] = {MATRIX_ROOMS[1]}  # muted after the messages arrived
+    muted = await get_metrics(client)
+    assert messages(muted) == {"all": 5.0, "support": 5.0, "sales": 0.0}
+    # The mute holds in later syncs that do not carry the push rules again ...
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[0]].notifications = 6
+    assert messages(await get_metrics(client)) == {"all": 6.0, "support": 6.0, "sales": 0.0}
+    # ... until the rules change again.
+    sim.matrix.muted[MATRIX_TOKEN] = set()
+    assert messages(await get_metrics(client)) == {"all": 9.0, "support": 6.0, "sales": 3.0}
+
+
+async def test_invites_are_counted_as_invitations_of_all_rooms(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    sim.matrix.invites[MATRIX_TOKEN] = {"!new:example.org", "!other:example.org"}
+    client = await scrape_client(config(sim))
+    samples = await get_metrics(client)
+    assert dialog_values(samples, "chat_unread_invitations", "matrix") == {"all": 2.0}
+    assert messages(samples)["all"] == 8.0  # an invite is no unread message
+
+
+async def test_an_upgraded_room_is_shown_through_its_successor(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    rooms["!support-v2:example.org"] = MatrixRoom(notifications=1)
+    rooms[MATRIX_ROOMS[0]].replaced_by = "!support-v2:example.org"
+    samples = await get_metrics(await scrape_client(grouped_config(sim)))
+    # The old room's 5 messages are hidden; its 2 highlights count in the successor.
+    assert messages(samples) == {"all": 4.0, "support": 0.0, "sales": 3.0}
+    assert groups(samples, "chat_unread_group_mentions") == {
+        "!support-v2:example.org": 2.0,
+        MATRIX_ROOMS[1]: 0.0,
+    }
+
+
+async def test_a_homeserver_restored_from_a_backup_is_followed_by_a_full_sync(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    for _ in range(12):  # the exporter's since token moves well past the backup's position
+        await get_metrics(client)
+    sim.matrix.restore_backup()
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[1]].notifications = 9
+    samples = await get_metrics(client)
+    assert messages(samples) == {"all": 14.0, "support": 5.0, "sales": 9.0}
+    syncs = [query(r) for r in sim.matrix.calls(SYNC)]
+    assert "since" in syncs[-2]  # answered "nothing new" from behind the token ...
+    assert "since" not in syncs[-1]  # ... so the same refresh made a full sync
+
+
+async def test_rooms_beyond_the_bound_fail_the_sync_instead_of_growing_memory(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    join = {
+        f"!r{n}:example.org": {
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0}
+        }
+        for n in range(50_001)
+    }
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s9999_0_0", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+    assert (
+        value(samples, "chat_unread_up", provider="matrix", account="team-matrix", dialog="all")
+        == 0.0
+    )
+    assert errors_of(samples, "matrix", "bad_response")
