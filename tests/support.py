@@ -53,6 +53,8 @@ DEMO_DIALOGS = frozenset(
     {
         ("crisp", "demo-crisp", "backlog"),
         ("crisp", "demo-crisp", "vip-visitor"),
+        ("crisp", "demo-crisp", "backlog-by-inbox"),
+        ("crisp", "demo-crisp", "backlog-by-operator"),
         ("quickblox", "demo-quickblox", "all"),
         ("quickblox", "demo-quickblox", "escalations"),
         ("quickblox", "demo-quickblox", "sales"),
@@ -63,6 +65,7 @@ DEMO_DIALOGS = frozenset(
         ("intercom", "demo-intercom", "inbox"),
         ("intercom", "demo-intercom", "billing"),
         ("intercom", "demo-intercom", "alice"),
+        ("intercom", "demo-intercom", "inbox-by-team"),
         ("stream", "demo-stream", "agent-42"),
         ("stream", "demo-stream", "agent-42-messaging"),
         ("stream", "demo-stream", "agent-7"),

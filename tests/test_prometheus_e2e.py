@@ -334,8 +334,11 @@ def test_probe_setup_scrapes_one_target_per_account(
         (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in dialogs
     ) == sorted(DEMO_DIALOGS)
     assert {s["metric"]["job"] for s in dialogs} == {PROBE_JOB}
-    # (ALERTS carry a dialog's labels once per alert name: several alerts are not duplicates.)
-    duplicated = "count by (__name__, alertname, provider, account, dialog) ({dialog!=''}) > 1"
+    # (ALERTS carry a dialog's labels once per alert name, group series once per group:
+    # several alerts or groups are not duplicates.)
+    duplicated = (
+        "count by (__name__, alertname, provider, account, dialog, group) ({dialog!=''}) > 1"
+    )
     assert _query(server, duplicated) == []
 
 

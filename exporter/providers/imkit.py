@@ -15,7 +15,17 @@ from pydantic import Field, SecretStr
 
 from exporter.envelope import entries_at, scalars
 from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, fetch_each
+from exporter.providers.base import (
+    Coverage,
+    FetchError,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    count,
+    fetch_each,
+    nested,
+)
 from exporter.upstream import Upstream
 
 # RC values that mean the same as their HTTP namesakes.
@@ -78,9 +88,21 @@ def error_messages(body: Any) -> list[str]:
     return [*entries_at(body, "error"), *scalars(body, "RM")]
 
 
+def coverage(account: IMKitAccount) -> Coverage:
+    """The untagged dialog (every room) holds every tagged one's rooms; without it two tagged
+    dialogs can overlap, since a room may carry both dialogs' tags."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda _dialog: account.name,
+        is_whole=lambda dialog: not dialog.room_tags,
+    )
+
+
 PROVIDER = Provider(
     name="imkit",
     account_model=IMKitAccount,
     make_fetcher=IMKitFetcher,
     error_messages=error_messages,
+    coverage=coverage,
 )

@@ -12,6 +12,12 @@ size; when that page holds every waiting conversation, each team's and teammate'
 counted from it, and the whole account costs one request. Only a larger backlog costs one more
 search per team or teammate dialog.
 
+A dialog split by team or teammate (``group_by``) needs every waiting conversation: the search
+is paged through once (150 a page, one request each) and every dialog of the account is counted
+from those pages as each arrives; nothing is kept of a conversation beyond the counts. A page
+cursor answered twice (a loop), or more pages than ``MAX_PAGES`` (or the daily request budget),
+end the walk as a bad answer. An empty ``starting_after`` ends the pages, as in the Node SDK.
+
 ``sort`` is described in Intercom's "Pagination & Sorting (Search)" guide but absent from the
 OpenAPI schema the official SDKs are generated from, so the answer is checked: a page that did
 not come back in ascending order means the sort was ignored, and the remaining pages are read
@@ -20,24 +26,29 @@ to find the oldest conversation instead of trusting the first one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
 
 from exporter.envelope import entries_at
-from exporter.models import AccountConfig, DialogConfig
+from exporter.models import AccountConfig, GroupingDialog
 from exporter.providers.base import (
+    Coverage,
     FetchError,
+    GroupTally,
     Provider,
     Reading,
     Reason,
     Record,
     count,
     fetch_each,
+    nested,
     record_all,
 )
+from exporter.queues.shared import SharedPass
 from exporter.upstream import Upstream
 
 # The newest numbered version, and the one the official Node SDK (intercom-client 7.0.3) sends
@@ -68,8 +79,11 @@ IntercomId = Annotated[
 ]
 
 
-class IntercomDialog(DialogConfig):
-    """No filter: every waiting conversation; ``team_id`` or ``admin_id``: that assignee's."""
+class IntercomDialog(GroupingDialog):
+    """No filter: every waiting conversation; ``team_id`` or ``admin_id``: that assignee's.
+    Any of them can be split by the assigned team or teammate (``group_by``)."""
+
+    group_dimensions: ClassVar[tuple[str, ...]] = ("team", "teammate")
 
     team_id: IntercomId | None = None
     admin_id: IntercomId | None = None
@@ -105,83 +119,79 @@ class IntercomAccount(AccountConfig):
         return self.base_url or REGION_HOSTS[self.region]
 
 
-@dataclass(frozen=True)
-class _Waiting:
-    """What the exporter reads of one conversation in a search answer."""
+GROUP_FIELDS = {"team": "team_assignee_id", "teammate": "admin_assignee_id"}
 
-    since: int
-    team: str | None
-    admin: str | None
 
-    def assigned_to(self, assignee: tuple[str, str]) -> bool:
-        field, value = assignee
-        return (self.team if field == "team_assignee_id" else self.admin) == value
+def _assignee_id(conversation: dict[str, Any], key: str) -> str | None:
+    """``team_assignee_id`` comes as a string, ``admin_assignee_id`` as a number; null (or 0,
+    as some workspaces answer) means nobody."""
+    value = conversation.get(key)
+    if isinstance(value, bool) or not isinstance(value, str | int | None):
+        raise FetchError(Reason.BAD_RESPONSE, f"conversation {key} is {type(value).__name__}")
+    if value is None or str(value) == "0":
+        return None
+    return str(value)
+
+
+def _count_into(dialog: IntercomDialog, tally: GroupTally, *, conversation: dict[str, Any]) -> None:
+    """One waiting conversation, counted for ``dialog`` if it is the dialog's."""
+    assignee = dialog.assignee
+    if assignee is not None and _assignee_id(conversation, assignee[0]) != assignee[1]:
+        return
+    group = _assignee_id(conversation, GROUP_FIELDS[dialog.group_by]) if dialog.group_by else None
+    tally.add(group, conversations=1, oldest=float(conversation["waiting_since"]))
 
 
 @dataclass(frozen=True)
 class _Page:
-    """One page of a search answer."""
+    """What is kept of one page of a search answer: its counts, never its conversations."""
 
     total: int
-    waiting: tuple[_Waiting, ...]
+    length: int
+    oldest: int | None
+    ascending: bool
     next_cursor: str | None
 
     @property
     def complete(self) -> bool:
         """Whether this page holds every conversation the search matched."""
-        return self.next_cursor is None and len(self.waiting) == self.total
-
-    @property
-    def ascending(self) -> bool:
-        """Whether the page came back sorted as asked (oldest waiting first)."""
-        return all(a.since <= b.since for a, b in zip(self.waiting, self.waiting[1:], strict=False))
+        return self.next_cursor is None and self.length == self.total
 
 
-def _backlog_reading(total: int, waiting: Sequence[_Waiting]) -> Reading:
-    oldest = min((w.since for w in waiting), default=None)
-    return Reading(
-        messages=None,
-        conversations=total,
-        oldest_unread_timestamp=float(oldest) if oldest is not None else None,
-    )
-
-
-def _optional_id(conversation: dict[str, Any], key: str) -> str | None:
-    """``team_assignee_id`` comes as a string, ``admin_assignee_id`` as a number; null: none."""
-    value = conversation.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise FetchError(Reason.BAD_RESPONSE, f"conversation {key} is {type(value).__name__}")
-    return str(value)
-
-
-def _parse_page(body: Any) -> _Page:
+def _read_page(body: Any, shared: SharedPass[IntercomDialog]) -> _Page:
+    """Count a page's conversations into ``shared`` as they are read, and keep its summary."""
     total = count(body, "total_count")
     conversations = body.get("conversations")
     if not isinstance(conversations, list):
         raise FetchError(Reason.BAD_RESPONSE, "conversations is not a list")
-    waiting = []
+    oldest: int | None = None
+    previous = 0
+    ascending = True
     for conversation in conversations:
         if not isinstance(conversation, dict):
             raise FetchError(Reason.BAD_RESPONSE, "conversation is not an object")
-        waiting.append(
-            _Waiting(
-                since=count(conversation, "waiting_since"),
-                team=_optional_id(conversation, "team_assignee_id"),
-                admin=_optional_id(conversation, "admin_assignee_id"),
-            )
-        )
+        since = count(conversation, "waiting_since")
+        ascending = ascending and since >= previous
+        previous = since
+        oldest = since if oldest is None else min(oldest, since)
+        shared.add(partial(_count_into, conversation=conversation))
     pages = body.get("pages")
     following = pages.get("next") if isinstance(pages, dict) else None
     cursor = following.get("starting_after") if isinstance(following, dict) else None
-    if cursor is not None and (not isinstance(cursor, str) or not cursor):
+    if cursor is not None and not isinstance(cursor, str):
         raise FetchError(Reason.BAD_RESPONSE, "pages.next.starting_after is not a cursor")
-    return _Page(total, tuple(waiting), cursor)
+    # An empty cursor ends the pages, as the official Node SDK (intercom-client 7.0.3) reads it.
+    return _Page(total, len(conversations), oldest, ascending, cursor or None)
 
 
 class IntercomFetcher:
-    """Fetches an Intercom workspace's backlogs with as few searches as their sizes allow."""
+    """Fetches an Intercom workspace's backlogs with as few searches as their sizes allow.
+
+    A dialog without ``group_by`` needs the first page only (its ``total_count`` and, sorted,
+    its oldest conversation). A dialog split by team or teammate needs every waiting
+    conversation: the search is paged through once (150 a page, one request each) and every
+    dialog of the account is counted from those pages as they arrive.
+    """
 
     def __init__(self, account: IntercomAccount, upstream: Upstream) -> None:
         self._headers = {
@@ -189,54 +199,77 @@ class IntercomFetcher:
             "Intercom-Version": API_VERSION,
             "Accept": "application/json",
         }
-        self._url = f"{account.api_root()}/conversations/search"
+        self._root = account.api_root()
+        self._url = f"{self._root}/conversations/search"
         self._upstream = upstream
+        # A walk never spends more requests than the account may spend in a whole day.
+        budget = account.daily_request_budget
+        self._max_pages = min(MAX_PAGES, budget) if budget else MAX_PAGES
 
     async def fetch(self, dialogs: Sequence[IntercomDialog], record: Record) -> None:
-        if len(dialogs) == 1:
-            await fetch_each(dialogs, record, self._backlog, 1)
-            return
+        # One dialog searches with its own filter; several search the whole backlog first.
+        await self._read(dialogs[0].assignee if len(dialogs) == 1 else None, dialogs, record)
+
+    async def _read(
+        self,
+        assignee: tuple[str, str] | None,
+        dialogs: Sequence[IntercomDialog],
+        record: Record,
+    ) -> None:
+        """Serve ``dialogs`` from the search for ``assignee`` (``None``: every waiting one)."""
+        shared = SharedPass(dialogs, ("conversations",))
         try:
-            everything = await self._search(None, None)
+            first = await self._search(assignee, None, shared)
+            whole = [dialog for dialog in dialogs if dialog.assignee == assignee]
+            walk = any(dialog.group_by for dialog in dialogs) or (
+                whole and not first.ascending and first.next_cursor is not None
+            )
+            if first.complete or walk:
+                await self._walk(assignee, first, shared)
+                shared.record(record)
+                return
         except FetchError as exc:
             record_all(dialogs, record, exc)
             return
-        if everything.complete:
-            for dialog in dialogs:
-                assignee = dialog.assignee
-                mine = [
-                    w for w in everything.waiting if assignee is None or w.assigned_to(assignee)
-                ]
-                record(dialog.name, _backlog_reading(len(mine), mine))
-            return
-        filtered = [dialog for dialog in dialogs if dialog.assignee is not None]
-        whole = [dialog for dialog in dialogs if dialog.assignee is None]
-        if whole:
-            try:
-                outcome: Reading | FetchError = await self._finish(None, everything)
-            except FetchError as exc:
-                outcome = exc
-            record_all(whole, record, outcome)
-        await fetch_each(filtered, record, self._backlog, self._upstream.max_concurrency)
+        # Sorted and larger than a page: the first page answers the whole backlog, and each
+        # filtered dialog asks its own search (one page each).
+        oldest = float(first.oldest) if first.oldest is not None else None
+        record_all(
+            whole, record, Reading(None, conversations=first.total, oldest_unread_timestamp=oldest)
+        )
+        filtered = [dialog for dialog in dialogs if dialog.assignee != assignee]
+        await fetch_each(filtered, record, self._alone, self._upstream.max_concurrency)
 
-    async def _backlog(self, dialog: IntercomDialog) -> Reading:
-        return await self._finish(dialog.assignee, await self._search(dialog.assignee, None))
+    async def _alone(self, dialog: IntercomDialog) -> Reading:
+        outcome: list[Reading | FetchError] = []
+        await self._read(dialog.assignee, (dialog,), lambda _name, result: outcome.append(result))
+        if isinstance(outcome[0], FetchError):
+            raise outcome[0]
+        return outcome[0]
 
-    async def _finish(self, assignee: tuple[str, str] | None, first: _Page) -> Reading:
-        """The backlog from its first page, reading further pages only if the sort was ignored."""
-        if first.next_cursor is None or first.ascending:
-            return _backlog_reading(first.total, first.waiting)
-        waiting = list(first.waiting)
+    async def _walk(
+        self, assignee: tuple[str, str] | None, first: _Page, shared: SharedPass[IntercomDialog]
+    ) -> None:
+        """Read the pages after ``first`` into ``shared``: a repeated cursor (a loop) or more
+        pages than the limit end the walk as a bad answer, never as an undercount."""
         cursor = first.next_cursor
-        for _ in range(MAX_PAGES - 1):
-            page = await self._search(assignee, cursor)
-            waiting.extend(page.waiting)
-            if page.next_cursor is None:
-                return _backlog_reading(first.total, waiting)
-            cursor = page.next_cursor
-        raise FetchError(Reason.BAD_RESPONSE, f"backlog longer than {MAX_PAGES} pages")
+        seen: set[str] = set()
+        pages = 1
+        while cursor is not None:
+            if cursor in seen:
+                raise FetchError(Reason.BAD_RESPONSE, "Intercom answered a page cursor twice")
+            if pages >= self._max_pages:
+                raise FetchError(Reason.BAD_RESPONSE, f"backlog longer than {pages} pages")
+            seen.add(cursor)
+            cursor = (await self._search(assignee, cursor, shared)).next_cursor
+            pages += 1
 
-    async def _search(self, assignee: tuple[str, str] | None, cursor: str | None) -> _Page:
+    async def _search(
+        self,
+        assignee: tuple[str, str] | None,
+        cursor: str | None,
+        shared: SharedPass[IntercomDialog],
+    ) -> _Page:
         filters: list[dict[str, Any]] = [
             {"field": "state", "operator": "=", "value": "open"},
             {"field": "waiting_since", "operator": ">", "value": 0},
@@ -254,7 +287,23 @@ class IntercomFetcher:
         response = await self._upstream.request(
             "POST", self._url, headers=self._headers, json_body=body
         )
-        return _parse_page(response.body)
+        return _read_page(response.body, shared)
+
+    async def group_names(self, group_by: str) -> Mapping[str, str]:
+        """Team names (``GET /teams``) or teammates' names (``GET /admins``; never their email
+        addresses). Neither list is paged."""
+        key = "teams" if group_by == "team" else "admins"
+        response = await self._upstream.request("GET", f"{self._root}/{key}", headers=self._headers)
+        items = response.body.get(key) if isinstance(response.body, dict) else None
+        if not isinstance(items, list):
+            raise FetchError(Reason.BAD_RESPONSE, f"{key} is not a list")
+        names: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("name"), str):
+                identifier = item.get("id")
+                if isinstance(identifier, str | int) and not isinstance(identifier, bool):
+                    names[str(identifier)] = item["name"]
+        return names
 
 
 def error_messages(body: Any) -> list[str]:
@@ -262,9 +311,32 @@ def error_messages(body: Any) -> list[str]:
     return entries_at(body, "errors")
 
 
+def coverage(account: IntercomAccount) -> Coverage:
+    """The dialog without a filter holds every team's and teammate's; two teams (or two
+    teammates) never share a conversation, a team and a teammate may."""
+
+    def disjoint(a: IntercomDialog, b: IntercomDialog) -> bool:
+        first, second = a.assignee, b.assignee
+        return (
+            first is not None
+            and second is not None
+            and first[0] == second[0]
+            and first[1] != second[1]
+        )
+
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda _dialog: account.name,
+        is_whole=lambda dialog: dialog.assignee is None,
+        disjoint=disjoint,
+    )
+
+
 PROVIDER = Provider(
     name="intercom",
     account_model=IntercomAccount,
     make_fetcher=IntercomFetcher,
     error_messages=error_messages,
+    coverage=coverage,
 )

@@ -13,7 +13,7 @@ import random
 import time
 
 from exporter.simulator.base import FakeProvider, Fault, RateWindow, SeenRequest
-from exporter.simulator.crisp import CrispConversation, FakeCrisp
+from exporter.simulator.crisp import CrispConversation, CrispOperator, FakeCrisp
 from exporter.simulator.imkit import FakeIMKit, IMKitRoom
 from exporter.simulator.intercom import FakeIntercom, IntercomConversation
 from exporter.simulator.matrix import FakeMatrix, MatrixRoom
@@ -23,6 +23,7 @@ from exporter.simulator.stream import FakeStream, StreamChannel
 
 __all__ = [
     "CrispConversation",
+    "CrispOperator",
     "FakeCrisp",
     "FakeIMKit",
     "FakeIntercom",
@@ -52,6 +53,16 @@ DEMO_QB_DIALOGS = (
 DEMO_IMKIT_TOKEN = "imkit-user-token"
 DEMO_INTERCOM_TEAM = "5017691"
 DEMO_INTERCOM_ADMIN = 991267
+DEMO_INTERCOM_TEAM_2 = "5017692"
+# Crisp inboxes and operators of the demo website, for its backlog split by each.
+DEMO_CRISP_INBOXES = {
+    "8b3e1f0c-4a8e-4c51-9d0a-5f3c2b1a0e01": "Support",
+    "8b3e1f0c-4a8e-4c51-9d0a-5f3c2b1a0e02": "Sales",
+}
+DEMO_CRISP_OPERATORS = (
+    CrispOperator("c5d1a2b3-0001-4e8f-9a7b-6c5d4e3f2a10", "Ada", "Lovelace", "ada@example.com"),
+    CrispOperator("c5d1a2b3-0002-4e8f-9a7b-6c5d4e3f2a20", "Grace", "Hopper", "grace@example.com"),
+)
 DEMO_MATRIX_TOKEN = "syt_ZGVtbw_matrix-demo-token"
 DEMO_MATRIX_ALIAS = "#support:example.org"
 
@@ -101,6 +112,14 @@ class Simulator:
         self.crisp.websites[DEMO_WEBSITE][DEMO_VIP_SESSION] = CrispConversation(
             unread_operator=2, unread_visitor=3, waiting_since_ms=now_ms - 600_000
         )
+        # Queues: two inboxes and two operators, some conversations in neither (unassigned).
+        inboxes = sorted(DEMO_CRISP_INBOXES)
+        for i, conversation in enumerate(self.crisp.websites[DEMO_WEBSITE].values()):
+            conversation.inbox_id = inboxes[i % 3] if i % 3 < len(inboxes) else None
+            operator = DEMO_CRISP_OPERATORS[i % 5] if i % 5 < len(DEMO_CRISP_OPERATORS) else None
+            conversation.operator_id = operator.user_id if operator else None
+        self.crisp.inboxes[DEMO_WEBSITE] = dict(DEMO_CRISP_INBOXES)
+        self.crisp.operators[DEMO_WEBSITE] = list(DEMO_CRISP_OPERATORS)
         self.quickblox.unread[DEMO_QB_USER] = dict(zip(DEMO_QB_DIALOGS, (4, 1, 7), strict=True))
         self.imkit.rooms[DEMO_IMKIT_TOKEN] = [
             IMKitRoom(frozenset({"work", "project"}), 5),
@@ -119,12 +138,18 @@ class Simulator:
         self.intercom.conversations = {
             str(1000 + i): IntercomConversation(
                 waiting_since=now_s - i * 420 if i % 3 else None,  # every third one answered
-                team_assignee_id=DEMO_INTERCOM_TEAM if i % 2 else None,
+                team_assignee_id=DEMO_INTERCOM_TEAM
+                if i % 2
+                else DEMO_INTERCOM_TEAM_2
+                if i % 4
+                else None,
                 admin_assignee_id=DEMO_INTERCOM_ADMIN if i % 5 == 0 else None,
             )
             for i in range(1, 25)
         }
         self.intercom.rate_limit = RateWindow(limit=1000, seconds=10)
+        self.intercom.teams = {DEMO_INTERCOM_TEAM: "Billing", DEMO_INTERCOM_TEAM_2: "Onboarding"}
+        self.intercom.admins = {str(DEMO_INTERCOM_ADMIN): ("Alice Martin", "alice@example.com")}
         self.stream.users = {
             "agent-42": [
                 StreamChannel("messaging", "support-1", unread=4),
@@ -184,6 +209,10 @@ accounts:
       - name: backlog
       - name: vip-visitor
         session_id: {DEMO_VIP_SESSION}
+      - name: backlog-by-inbox
+        group_by: inbox
+      - name: backlog-by-operator
+        group_by: operator
   - name: demo-quickblox
     provider: quickblox
     base_url: {self.quickblox.url}
@@ -225,6 +254,8 @@ accounts:
         team_id: "{DEMO_INTERCOM_TEAM}"
       - name: alice
         admin_id: "{DEMO_INTERCOM_ADMIN}"
+      - name: inbox-by-team
+        group_by: team
   - name: demo-stream
     provider: stream
     base_url: {self.stream.url}

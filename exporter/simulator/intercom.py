@@ -4,7 +4,9 @@ Speaks what the exporter and the official SDKs (python-intercom, intercom-client
 nested ``query`` of single filters and ``AND``/``OR`` groups, ``sort``, cursor pagination with
 ``pages.next.starting_after`` and ``total_count``, the ``Intercom-Version`` header, the
 ``error.list`` envelope for every error (unknown routes included), and rate limits announced in
-``X-RateLimit-*`` headers with 429 once spent. ``honour_sort = False`` makes it answer in its
+``X-RateLimit-*`` headers with 429 once spent, and the unpaged ``GET /teams`` and ``GET /admins``
+lists. Date filters take a unix timestamp as a number or, as the SDKs' examples send it, a
+string of digits. ``honour_sort = False`` makes it answer in its
 default order (most recently updated first), as an API that ignores ``sort`` would.
 """
 
@@ -137,6 +139,8 @@ def _single(node: dict[str, Any]) -> Matcher:
     if name in DATE_FIELDS:
         if operator not in ("=", "!=", ">", "<") or isinstance(wanted, bool):
             raise SearchError("invalid_field", f"{operator!r} is not valid for the date {name}")
+        if isinstance(wanted, str) and wanted.isdigit():
+            wanted = int(wanted)  # the SDKs' own examples send timestamps as strings
         if not isinstance(wanted, int):
             raise SearchError("invalid_field", f"{name} needs a unix timestamp")
     elif name in STRING_FIELDS:
@@ -189,9 +193,13 @@ class FakeIntercom(FakeProvider):
     conversations: dict[str, IntercomConversation] = field(default_factory=dict)  # id -> conv
     honour_sort: bool = True
     rate_limit: RateWindow | None = None
+    teams: dict[str, str] = field(default_factory=dict)  # id -> name
+    admins: dict[str, tuple[str, str]] = field(default_factory=dict)  # id -> (name, email)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/conversations/search", self.search)
+        app.router.add_get("/teams", self.team_list)
+        app.router.add_get("/admins", self.admin_list)
         app.router.add_route("*", "/{tail:.*}", self.unknown)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
@@ -234,6 +242,35 @@ class FakeIntercom(FakeProvider):
         except SearchError as exc:
             return self._with_rate_limit(error_list(400, exc.code, exc.message))
         return self._with_rate_limit(json_response(answer))
+
+    async def team_list(self, request: web.Request) -> web.Response:
+        """``GET /teams``: every team, unpaged."""
+        teams = [
+            {"type": "team", "id": team_id, "name": name, "admin_ids": []}
+            for team_id, name in self.teams.items()
+        ]
+        return self._listing(request, {"type": "team.list", "teams": teams})
+
+    async def admin_list(self, request: web.Request) -> web.Response:
+        """``GET /admins``: every teammate with name and email, unpaged."""
+        admins = [
+            {
+                "type": "admin",
+                "id": admin_id,
+                "name": name,
+                "email": email,
+                "away_mode_enabled": False,
+                "away_mode_reassign": False,
+                "has_inbox_seat": True,
+                "team_ids": [],
+            }
+            for admin_id, (name, email) in self.admins.items()
+        ]
+        return self._listing(request, {"type": "admin.list", "admins": admins})
+
+    def _listing(self, request: web.Request, body: dict[str, Any]) -> web.Response:
+        refusal = self._refusal(request)
+        return self._with_rate_limit(refusal or json_response(body))
 
     def _answer(self, body: dict[str, Any]) -> dict[str, Any]:
         if "query" not in body:
