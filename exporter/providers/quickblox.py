@@ -181,11 +181,8 @@ class QuickBloxFetcher:
         """The user's total split by dialog, for every grouped dialog from one pass of pages.
 
         Each dialog with unread messages is a group (named by its ``name``); the total is their
-        sum, so it and its groups agree in every refresh. A dialog listed twice means the list
-        moved while it was paged (a dialog whose new message sorts it forward can also be
-        skipped), so the answer is refused (``bad_response``) rather than guessed; the next
-        refresh pages again. ``unread_messages_count`` null (the official SDK's type allows it,
-        for dialogs without a per-user count) counts nothing.
+        sum, so it and its groups agree in every refresh. ``unread_messages_count`` null (the
+        official SDK's type allows it, for dialogs without a per-user count) counts nothing.
         """
         tallies = [
             (dialog, GroupTally(("messages",), dialog.group_by, dialog.max_groups))
@@ -193,15 +190,12 @@ class QuickBloxFetcher:
         ]
         try:
             async for item in self._dialog_list():
-                dialog_id = item.get("_id")
-                if not isinstance(dialog_id, str):
-                    raise FetchError(Reason.BAD_RESPONSE, "a dialog's _id is not a string")
                 if item.get("unread_messages_count") is None:
                     continue
                 unread = count(item, "unread_messages_count")
                 if unread:
                     for _, tally in tallies:
-                        tally.add_group(dialog_id, messages=unread, name=item.get("name"))
+                        tally.add_group(item["_id"], messages=unread, name=item.get("name"))
         except FetchError as exc:
             record_all(dialogs, record, exc)
             return
@@ -212,8 +206,17 @@ class QuickBloxFetcher:
                 record(dialog.name, exc)
 
     async def _dialog_list(self) -> AsyncIterator[dict[str, Any]]:
-        """Every dialog of the user, a page of ``DIALOGS_PER_PAGE`` per request."""
+        """Every dialog of the user, a page of ``DIALOGS_PER_PAGE`` per request.
+
+        The list is paged by offset, newest message first, so it can move while it is paged: a
+        dialog whose new message sorts it forward pushes another one onto the next page (listed
+        twice) and is itself skipped; a dialog created or deleted changes ``total_entries``.
+        Either is refused (``bad_response``) rather than counted short or twice, whether or not
+        the dialogs involved have unread messages; the next refresh pages again.
+        """
         skip = 0
+        seen: set[str] = set()
+        first_total: int | None = None
         for _ in range(MAX_DIALOG_PAGES):
             params = {"limit": str(DIALOGS_PER_PAGE), "skip": str(skip)}
             body = await self._get(DIALOG_LIST_PATH, params)
@@ -221,7 +224,20 @@ class QuickBloxFetcher:
             if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
                 raise FetchError(Reason.BAD_RESPONSE, "items is not a list of objects")
             total = count(body, "total_entries")
+            if first_total is not None and total != first_total:
+                raise FetchError(Reason.BAD_RESPONSE, "the dialog list changed while it was paged")
+            first_total = total
             for item in items:
+                dialog_id = item.get("_id")
+                if not isinstance(dialog_id, str):
+                    raise FetchError(Reason.BAD_RESPONSE, "a dialog's _id is not a string")
+                if dialog_id in seen:
+                    raise FetchError(
+                        Reason.BAD_RESPONSE,
+                        f"dialog {dialog_id[:40]!r} listed twice: the list moved while it"
+                        " was paged",
+                    )
+                seen.add(dialog_id)
                 yield item
             skip += len(items)
             if not items or skip >= total:
