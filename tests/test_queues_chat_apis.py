@@ -707,3 +707,42 @@ def test_group_by_dialog_is_not_a_channel_providers_dimension(provider: str) -> 
     message = str(refused.value)
     assert message.startswith("conf.yaml:9: accounts[0].dialogs[0].group_by: "), message
     assert "not a dimension this provider splits by (channel)" in message, message
+
+
+# --------------------------------------------------------------------------------------------
+# The demo shows these queues at once
+
+
+async def test_the_demo_shows_quickblox_sendbird_and_stream_queues(
+    scrape_client: ScrapeClient,
+) -> None:
+    demo = Simulator()
+    await demo.start()
+    try:
+        demo.populate_demo()
+        client = await scrape_client(demo.demo_config_yaml())
+        for _ in range(2):
+            samples = await get_metrics(client)
+            assert groups(samples, "chat_unread_group_messages", "quickblox", "by-dialog")
+            assert groups(samples, "chat_unread_group_messages", "sendbird", "agent-42-channels")
+            assert groups(samples, "chat_unread_group_messages", "stream", "agent-42-channels")
+            for provider, dialog in (
+                ("quickblox", "by-dialog"),
+                ("sendbird", "agent-42-channels"),
+                ("stream", "agent-42-channels"),
+            ):
+                assert_sums_hold(samples, provider, dialog)
+            demo.evolve()
+        info = {"provider": "quickblox", "account": "demo-quickblox", "dialog": "by-dialog"}
+        assert group_name(samples, info, "dialog", "5d753421a28f9a2596cb0f98") == "Escalations"
+        sendbird = {"provider": "sendbird", "account": "demo-sendbird"}
+        # the user's whole (no filter) now holds the custom-type dialog of the same user
+        assert value(
+            samples,
+            "chat_unread_dialog_info",
+            **sendbird,
+            dialog="agent-42",
+            part_of="agent-42-channels",
+        )
+    finally:
+        await demo.stop()
