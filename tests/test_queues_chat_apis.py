@@ -83,6 +83,16 @@ async def failure_of(client: Client, account: str, dialog: str) -> str:
     return lines[0].removeprefix(prefix)
 
 
+async def assert_refused(
+    client: Client, samples: Samples, account: str, dialog: str, detail: str
+) -> None:
+    """The dialog failed with ``bad_response`` and ``detail``, and no group series is served."""
+    assert not any(name.startswith("chat_unread_group") for name, _ in samples)
+    failure = await failure_of(client, account, dialog)
+    assert failure.startswith("up 0, bad_response: "), failure
+    assert detail in failure, failure
+
+
 def up(samples: Samples, provider: str) -> dict[str, float]:
     return {
         dict(labels)["dialog"]: number
@@ -251,10 +261,7 @@ async def test_stream_bad_channel_list_fails_only_the_grouped_dialogs(
         "agent-42-plain": 1.0,
     }
     assert dialog_value(samples, "chat_unread_messages", "stream", "agent-42-plain") == 5.0
-    assert not any(name.startswith("chat_unread_group") for name, _ in samples)
-    failure = await failure_of(client, "acme-stream", "agent-42")
-    assert failure.startswith("up 0, bad_response: "), failure
-    assert detail in failure, failure
+    await assert_refused(client, samples, "acme-stream", "agent-42", detail)
 
 
 async def test_stream_organisation_without_the_unread_endpoint_is_told_so(
@@ -430,10 +437,7 @@ async def test_quickblox_bad_dialog_list_fails_only_the_grouped_dialog(
     sim.quickblox.fault = Fault.answer(200, body, path_contains="Dialog.json")
     samples = await get_metrics(client)
     assert up(samples, "quickblox") == {"all": 1.0, "by-dialog": 0.0, "escalations": 1.0}
-    assert not any(name.startswith("chat_unread_group") for name, _ in samples)
-    failure = await failure_of(client, "qb-support", "by-dialog")
-    assert failure.startswith("up 0, bad_response: "), failure
-    assert detail in failure, failure
+    await assert_refused(client, samples, "qb-support", "by-dialog", detail)
 
 
 async def test_quickblox_null_unread_count_counts_nothing(
@@ -470,7 +474,7 @@ async def test_quickblox_rate_limited_page_shows_no_groups(
 # Sendbird: every dialog split by channel, from my_group_channels pages
 
 
-def sendbird_yaml(sim: Simulator, extra: str = "") -> str:
+def sendbird_yaml(sim: Simulator) -> str:
     return f"""\
 accounts:
   - name: sb-prod
@@ -492,7 +496,7 @@ accounts:
         user_id: agent-42
         custom_types: [support]
         channels: non_super_group
-{extra}"""
+"""
 
 
 def sendbird_channels(sim: Simulator, size: int) -> list[SendbirdChannel]:
@@ -624,9 +628,7 @@ async def test_sendbird_bad_channel_page_fails_only_the_grouped_dialogs(
         "agent-42-support": 0.0,
         "agent-42-support-plain": 1.0,
     }
-    failure = await failure_of(client, "sb-prod", "agent-42")
-    assert failure.startswith("up 0, bad_response: "), failure
-    assert detail in failure, failure
+    await assert_refused(client, samples, "sb-prod", "agent-42", detail)
 
 
 async def test_sendbird_a_repeated_next_token_stops_the_paging(
