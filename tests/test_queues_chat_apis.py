@@ -8,6 +8,8 @@ twice, junk counts, a 10 KB id) put that dialog ``up 0`` and leave the others al
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
@@ -641,6 +643,63 @@ async def test_sendbird_a_repeated_next_token_stops_the_paging(
     assert up(samples, "sendbird")["agent-42"] == 0.0
     # per grouped dialog: the first page, and the one its token names; then the loop is seen
     assert len(sim.sendbird.calls("/my_group_channels")) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# Random worlds: under paging and folding the groups add up to the simulators' own truth
+
+
+@pytest.mark.parametrize("seed", range(6))
+async def test_paged_groups_add_up_to_the_truth_in_random_worlds(
+    sim: Simulator, scrape_client: ScrapeClient, seed: int
+) -> None:
+    rng = random.Random(seed)
+    size = rng.randint(0, 330)
+    dialogs = {QB_DIALOGS[0]: rng.randint(0, 5)}
+    dialogs.update({f"r{i}": rng.choice((0, 0, 1, 2, 7)) for i in range(size)})
+    sim.quickblox.unread[QB_USER] = dialogs
+    sim.quickblox.max_page_size = rng.choice((7, 50, 100))
+    sendbird = [
+        SendbirdChannel(
+            rng.choice(("support", "sales")),
+            super_group=rng.random() < 0.3,
+            unread=(unread := rng.choice((0, 1, 3, 12))),
+            mentions=rng.randint(0, unread),
+            invited=rng.random() < 0.1,
+        )
+        for _ in range(rng.randint(0, 260))
+    ]
+    sim.sendbird.channels["agent-42"] = sendbird
+    max_groups = rng.randint(1, 30)
+    text = quickblox_yaml(sim, max_groups) + sendbird_yaml(sim).removeprefix("accounts:\n")
+    client = await scrape_client(text)
+    samples = await get_metrics(client)
+    assert_sums_hold(samples, "quickblox", "by-dialog")
+    truth = sum(dialogs.values())
+    assert dialog_value(samples, "chat_unread_messages", "quickblox", "by-dialog") == truth
+    unread_groups = sum(1 for n in dialogs.values() if n)
+    assert len(groups(samples, "chat_unread_group_messages", "quickblox", "by-dialog")) == min(
+        unread_groups, max_groups
+    )
+    pages = len(sim.quickblox.calls("/chat/Dialog.json"))
+    assert pages == max(1, -(-len(dialogs) // sim.quickblox.max_page_size))
+    support = [
+        c
+        for c in sendbird
+        if c.custom_type == "support" and not c.super_group and not c.invited and c.unread
+    ]
+    for metric, field in (("messages", "unread"), ("mentions", "mentions")):
+        whole = dialog_value(samples, f"chat_unread_{metric}", "sendbird", "agent-42-support")
+        assert whole == sum(getattr(c, field) for c in support), metric
+    for dialog in ("agent-42", "agent-42-support"):
+        assert_sums_hold(samples, "sendbird", dialog)
+    assert len(sim.sendbird.calls("/my_group_channels")) == sum(
+        max(1, -(-n // 100))
+        for n in (
+            sum(1 for c in sendbird if c.unread and not c.invited),
+            len(support),
+        )
+    )
 
 
 # --------------------------------------------------------------------------------------------
