@@ -343,6 +343,21 @@ async def test_quickblox_total_split_by_dialog_one_request_a_page(
     assert value(samples, "chat_unread_dialog_info", **info, dialog="escalations", part_of="all")
 
 
+async def test_quickblox_pages_count_toward_the_budget_and_request_counters(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    qb_dialogs(sim, 250)
+    budget = "    daily_request_budget: 5000\n    dialogs:"
+    text = quickblox_yaml(sim).replace("    dialogs:", budget)
+    client = await scrape_client(text)
+    samples = await get_metrics(client)
+    account = {"provider": "quickblox", "account": "qb-support"}
+    # 3 pages of the dialog list, the total and the id dialog
+    assert value(samples, "chat_unread_daily_requests_spent", **account) == 5.0
+    requests = "chat_unread_upstream_requests_total"
+    assert value(samples, requests, **account, status_class="2xx") == 5.0
+
+
 async def test_quickblox_pages_follow_total_entries_when_the_server_serves_fewer(
     sim: Simulator, scrape_client: ScrapeClient
 ) -> None:
