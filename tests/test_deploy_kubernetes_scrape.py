@@ -35,6 +35,7 @@ from tests.deploy_support import (
     run,
 )
 from tests.support import (
+    DEMO_DIALOGS,
     DIALOG_METRICS,
     ROOT,
     SELF_METRICS_PATH,
@@ -251,10 +252,11 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
         address = f"127.0.0.1:{exporter_port}"
         probes = k8s_objects("Probe")
         monitor = monitor_scrape_config(address)
+        demo_accounts = {f"demo-{p['metadata']['name'].rsplit('-', 1)[1]}": p for p in probes}
         scrape_configs = [
-            probe_scrape_config(p, address, [f"demo-{p['metadata']['name'].rsplit('-', 1)[1]}"])
-            for p in probes
+            probe_scrape_config(p, address, [account]) for account, p in demo_accounts.items()
         ]
+        dialogs = sum(1 for _p, account, _d in DEMO_DIALOGS if account in demo_accounts)
         config = {
             "global": {
                 "scrape_interval": "1s",
@@ -269,7 +271,7 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
             wait_for(
                 lambda: (
                     len(query_prometheus(port, "up == 1")) == len(probes) + 1
-                    and len(query_prometheus(port, "chat_unread:dialogs")) == 9
+                    and len(query_prometheus(port, "chat_unread:dialogs")) == dialogs
                     # The Probes' fetches show in the pod's self-metrics.
                     and len(
                         query_prometheus(
@@ -304,8 +306,9 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
 
         wait_for(settled, "scrapes of the self-metrics to stop changing them", timeout=10)
 
-    # Nine demo dialogs, all fetched, each stored once: from its Probe, none from the monitor.
-    assert len(up) == 9
+    # The probed accounts' demo dialogs, all fetched, each stored once: from its Probe, none
+    # from the monitor.
+    assert len(up) == dialogs
     assert all(s["value"][1] == "1" for s in up), up
     assert all(s["metric"]["instance"] == s["metric"]["account"] for s in up)
     assert not [n for s in up for n in s["metric"] if n.startswith("exported_")]
