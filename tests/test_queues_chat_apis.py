@@ -737,12 +737,12 @@ async def test_paged_groups_add_up_to_the_truth_in_random_worlds(
         (
             "group_by: dialog\n        max_groups: 1001",
             "conf.yaml:10: accounts[0].dialogs[1].max_groups: ",
-            "less than or equal to 1000",
+            "must be at most 1000",
         ),
         (
             "group_by: dialog\n        max_groups: 0",
             "conf.yaml:10: accounts[0].dialogs[1].max_groups: ",
-            "greater than or equal to 1",
+            "must be at least 1",
         ),
     ],
     ids=["quickblox-with-dialog-id", "quickblox-channel", "max-1001", "max-0"],
