@@ -252,9 +252,9 @@ def test_kubernetes_scrape_setup_against_demo_exporter(tmp_path: Path) -> None:
         address = f"127.0.0.1:{exporter_port}"
         probes = k8s_objects("Probe")
         monitor = monitor_scrape_config(address)
+        demo_accounts = {f"demo-{p['metadata']['name'].rsplit('-', 1)[1]}": p for p in probes}
         scrape_configs = [
-            probe_scrape_config(p, address, [f"demo-{p['metadata']['name'].rsplit('-', 1)[1]}"])
-            for p in probes
+            probe_scrape_config(p, address, [account]) for account, p in demo_accounts.items()
         ]
         config = {
             "global": {

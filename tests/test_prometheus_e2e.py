@@ -334,10 +334,11 @@ def test_probe_setup_scrapes_one_target_per_account(
         (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in dialogs
     ) == sorted(DEMO_DIALOGS)
     assert {s["metric"]["job"] for s in dialogs} == {PROBE_JOB}
-    # (ALERTS carry a dialog's labels once per alert name, group series once per group:
-    # several alerts or groups are not duplicates.)
+    # (ALERTS carry a dialog's labels once per alert name, and a dialog's queues once per
+    # group: several alerts or groups are not duplicates.)
     duplicated = (
-        "count by (__name__, alertname, provider, account, dialog, group) ({dialog!=''}) > 1"
+        "count by (__name__, alertname, provider, account, dialog, group_by, group)"
+        " ({dialog!=''}) > 1"
     )
     assert _query(server, duplicated) == []
 
@@ -400,6 +401,7 @@ def test_dashboard_variables_find_the_demo(exporter: Server, prometheus: dict[st
     }
     assert values("dialog", 'chat_unread_up{provider=~"sendbird",account=~".*"}') == [
         "agent-42",
+        "agent-42-channels",
         "agent-7",
     ]
 

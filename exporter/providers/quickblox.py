@@ -2,9 +2,12 @@
 
 ``GET /chat/Message/unread.json?chat_dialog_ids=a,b`` answers the flat object
 ``{"a": 3, "b": 0, "total": 3}``; without ``chat_dialog_ids`` it answers ``{"total": N}``, the
-user's unread messages over all dialogs. Three ways to authenticate: a server API key
-(``Authorization: ApiKey`` with ``On-Behalf-Of``), a fixed session token (``QB-Token``), or
-application credentials from which the exporter creates, reuses and renews a session token.
+user's unread messages over all dialogs. ``group_by: dialog`` on that total pages through
+``GET /chat/Dialog.json?limit=100&skip=N`` instead (``unread_messages_count`` and ``name`` per
+dialog) and takes the total and its groups from the same pages. Three ways to authenticate: a
+server API key (``Authorization: ApiKey`` with ``On-Behalf-Of``), a fixed session token
+(``QB-Token``), or application credentials from which the exporter creates, reuses and renews
+a session token.
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
 from exporter.envelope import entries
-from exporter.models import AccountConfig, DialogConfig, secret_text
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
+from exporter.models import AccountConfig, GroupingDialog, secret_text
+from exporter.providers.base import (
+    Coverage,
+    FetchError,
+    GroupTally,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    count,
+    nested,
+    record_all,
+)
 from exporter.upstream import Upstream
 
 # Dialog ids per request: keeps the query string far below common URL length limits.
@@ -30,12 +44,30 @@ DIALOGS_PER_REQUEST = 100
 # SDK keeps the same minute, qbConfig.js updateSessionExpirationDate), so that a request
 # checked just before the deadline still arrives before it.
 SESSION_RENEW_MARGIN = 60.0
+UNREAD_PATH = "/chat/Message/unread.json"
+DIALOG_LIST_PATH = "/chat/Dialog.json"
+# Dialogs per page of the list: the largest QuickBlox is known to serve (its docs give no
+# maximum). Pages are followed by ``skip`` up to ``total_entries``, so a server that serves
+# fewer per page costs more pages, never a short count.
+DIALOGS_PER_PAGE = 100
+# A user in more dialogs than this (100,000 at 100 a page) is refused rather than paged on.
+MAX_DIALOG_PAGES = 1000
 
 
-class QuickBloxDialog(DialogConfig):
+class QuickBloxDialog(GroupingDialog):
     """``dialog_id`` set: that dialog; unset: the user's total over all dialogs."""
 
+    group_dimensions: ClassVar[tuple[str, ...]] = ("dialog",)
+
     dialog_id: str | None = Field(default=None, min_length=1, pattern=r"^[^,\s]+$")
+
+    @model_validator(mode="after")
+    def _group_by_needs_the_total(self) -> Self:
+        if self.group_by is not None and self.dialog_id is not None:
+            raise ValueError(
+                "group_by: dialog applies only to the user's total (a dialog without dialog_id)"
+            )
+        return self
 
 
 class QuickBloxAccount(AccountConfig):
@@ -133,13 +165,86 @@ class QuickBloxFetcher:
             batch = ids[start : start + DIALOGS_PER_REQUEST]
             members = set(batch)
             requests.append((batch, [d for d in dialogs if d.dialog_id in members]))
-        totals = [d for d in dialogs if d.dialog_id is None]
+        totals = [d for d in dialogs if d.dialog_id is None and d.group_by is None]
         if totals:
             # A request of its own, without ids: when ids are listed, ``total`` may count only
             # those dialogs (the official API docs' example answers 5 for two dialogs of 2 and
             # 3), so only the answer without ids is the user's total whatever the server does.
             requests.append(([], totals))
-        await asyncio.gather(*(self._answer(batch, covered, record) for batch, covered in requests))
+        grouped = [d for d in dialogs if d.group_by is not None]
+        await asyncio.gather(
+            *(self._answer(batch, covered, record) for batch, covered in requests),
+            *([self._by_dialog(grouped, record)] if grouped else []),
+        )
+
+    async def _by_dialog(self, dialogs: list[QuickBloxDialog], record: Record) -> None:
+        """The user's total split by dialog, for every grouped dialog from one pass of pages.
+
+        Each dialog with unread messages is a group (named by its ``name``); the total is their
+        sum, so it and its groups agree in every refresh. ``unread_messages_count`` null (the
+        official SDK's type allows it, for dialogs without a per-user count) counts nothing.
+        """
+        tallies = [
+            (dialog, GroupTally(("messages",), dialog.group_by, dialog.max_groups))
+            for dialog in dialogs
+        ]
+        try:
+            async for item in self._dialog_list():
+                if item.get("unread_messages_count") is None:
+                    continue
+                unread = count(item, "unread_messages_count")
+                if unread:
+                    for _, tally in tallies:
+                        tally.add_group(item["_id"], messages=unread, name=item.get("name"))
+        except FetchError as exc:
+            record_all(dialogs, record, exc)
+            return
+        for dialog, tally in tallies:
+            try:
+                record(dialog.name, tally.reading())
+            except FetchError as exc:
+                record(dialog.name, exc)
+
+    async def _dialog_list(self) -> AsyncIterator[dict[str, Any]]:
+        """Every dialog of the user, a page of ``DIALOGS_PER_PAGE`` per request.
+
+        The list is paged by offset, newest message first, so it can move while it is paged: a
+        dialog whose new message sorts it forward pushes another one onto the next page (listed
+        twice) and is itself skipped; a dialog created or deleted changes ``total_entries``.
+        Either is refused (``bad_response``) rather than counted short or twice, whether or not
+        the dialogs involved have unread messages; the next refresh pages again.
+        """
+        skip = 0
+        seen: set[str] = set()
+        first_total: int | None = None
+        for _ in range(MAX_DIALOG_PAGES):
+            params = {"limit": str(DIALOGS_PER_PAGE), "skip": str(skip)}
+            body = await self._get(DIALOG_LIST_PATH, params)
+            items = body.get("items") if isinstance(body, dict) else None
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise FetchError(Reason.BAD_RESPONSE, "items is not a list of objects")
+            total = count(body, "total_entries")
+            if first_total is not None and total != first_total:
+                raise FetchError(Reason.BAD_RESPONSE, "the dialog list changed while it was paged")
+            first_total = total
+            for item in items:
+                dialog_id = item.get("_id")
+                if not isinstance(dialog_id, str):
+                    raise FetchError(Reason.BAD_RESPONSE, "a dialog's _id is not a string")
+                if dialog_id in seen:
+                    raise FetchError(
+                        Reason.BAD_RESPONSE,
+                        f"dialog {dialog_id[:40]!r} listed twice: the list moved while it"
+                        " was paged",
+                    )
+                seen.add(dialog_id)
+                yield item
+            skip += len(items)
+            if not items or skip >= total:
+                return
+        raise FetchError(
+            Reason.BAD_RESPONSE, f"more than {MAX_DIALOG_PAGES} pages of dialogs to list"
+        )
 
     async def _answer(
         self, dialog_ids: list[str], covered: list[QuickBloxDialog], record: Record
@@ -147,7 +252,7 @@ class QuickBloxFetcher:
         """One request for ``dialog_ids`` (none: the total), recorded for ``covered``."""
         params = {"chat_dialog_ids": ",".join(dialog_ids)} if dialog_ids else None
         try:
-            body = await self._get(params)
+            body = await self._get(UNREAD_PATH, params)
         except FetchError as exc:
             record_all(covered, record, exc)
             return
@@ -157,8 +262,8 @@ class QuickBloxFetcher:
             except FetchError as exc:
                 record(dialog.name, exc)
 
-    async def _get(self, params: dict[str, str] | None, retry: bool = True) -> Any:
-        """One unread-count request, renewing a created session once if QuickBlox lost it.
+    async def _get(self, path: str, params: dict[str, str] | None, retry: bool = True) -> Any:
+        """One GET of ``path``, renewing a created session once if QuickBlox lost it.
 
         Every answer to a session announces its new expiry (the lifetime slides two hours from
         each request), so a session in use is kept rather than renewed on a fixed schedule.
@@ -166,7 +271,7 @@ class QuickBloxFetcher:
         headers = await self._auth()
         try:
             response = await self._upstream.request(
-                "GET", f"{self._root}/chat/Message/unread.json", params=params, headers=headers
+                "GET", f"{self._root}{path}", params=params, headers=headers
             )
         except FetchError as exc:
             lost = exc.reason is Reason.AUTH and "session does not exist" in exc.detail.lower()
@@ -174,7 +279,7 @@ class QuickBloxFetcher:
                 raise
             if self._session_token == headers["QB-Token"]:
                 self._session_token = None
-            return await self._get(params, retry=False)
+            return await self._get(path, params, retry=False)
         if self._creates_sessions:
             self._note_expiry(headers["QB-Token"], response.headers)
         return response.body
@@ -233,9 +338,22 @@ class QuickBloxFetcher:
             return token
 
 
+def coverage(account: QuickBloxAccount) -> Coverage:
+    """The user's total (no ``dialog_id``) counts every dialog's messages; two different
+    dialogs share none."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda _dialog: account.name,
+        is_whole=lambda dialog: dialog.dialog_id is None,
+        disjoint=lambda a, b: a.dialog_id != b.dialog_id,
+    )
+
+
 PROVIDER = Provider(
     name="quickblox",
     account_model=QuickBloxAccount,
     make_fetcher=QuickBloxFetcher,
     error_messages=error_messages,
+    coverage=coverage,
 )

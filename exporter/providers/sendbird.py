@@ -3,18 +3,36 @@
 One ``GET /v3/users/{user_id}/unread_item_count`` per dialog asks for the three counters of the
 chosen channel kind. Authentication is the ``Api-Token`` header; errors carry a numeric
 ``code`` in the body, which says more than the status (Sendbird answers 400 for most of them).
+
+``group_by: channel`` pages through ``GET /v3/users/{user_id}/my_group_channels`` (the user's
+joined channels with unread messages, 100 a page, the same filters), and takes the dialog's
+messages and mentions and their split by channel from the same pages; its invitations still
+come from ``unread_item_count``. A grouped dialog costs 1 + ceil(unread channels / 100)
+requests.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 
-from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import Provider, Reading, Reason, Record, count, fetch_each
+from exporter.models import AccountConfig, GroupingDialog
+from exporter.providers.base import (
+    Coverage,
+    FetchError,
+    GroupTally,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    count,
+    fetch_each,
+    nested,
+)
 from exporter.upstream import Upstream
 
 _KEY_PREFIX = {
@@ -22,7 +40,12 @@ _KEY_PREFIX = {
     "super_group": "super_group_channel",
     "non_super_group": "non_super_group_channel",
 }
+# The same channel kinds, as ``my_group_channels`` filters them.
+_SUPER_MODE = {"all": "all", "super_group": "super", "non_super_group": "nonsuper"}
 RATE_LIMIT_CODE = 500910
+CHANNELS_PER_PAGE = 100
+# A user with more unread channels than this (100,000 at 100 a page) is refused.
+MAX_CHANNEL_PAGES = 1000
 
 
 # Custom types travel comma-joined in one parameter, so a type containing a comma would be
@@ -30,8 +53,10 @@ RATE_LIMIT_CODE = 500910
 CustomType = Annotated[str, Field(min_length=1, pattern=r"^[^,]+$")]
 
 
-class SendbirdDialog(DialogConfig):
+class SendbirdDialog(GroupingDialog):
     """One user's unread items, optionally only in channels of some custom types."""
+
+    group_dimensions: ClassVar[tuple[str, ...]] = ("channel",)
 
     user_id: str = Field(min_length=1)
     custom_types: tuple[CustomType, ...] = ()
@@ -76,12 +101,68 @@ class SendbirdFetcher:
         await fetch_each(dialogs, record, self._fetch_dialog, self._upstream.max_concurrency)
 
     async def _fetch_dialog(self, dialog: SendbirdDialog) -> Reading:
+        if dialog.group_by is None:
+            counts = await self._item_counts(dialog, ("messages", "mentions", "invitations"))
+            return Reading(counts["messages"], counts["mentions"], counts["invitations"])
+        counts, tally = await asyncio.gather(
+            self._item_counts(dialog, ("invitations",)), self._by_channel(dialog)
+        )
+        return tally.reading(invitations=counts["invitations"])
+
+    async def _by_channel(self, dialog: SendbirdDialog) -> GroupTally:
+        """The dialog's unread channels, each a group, over every page of the list.
+
+        A channel listed twice (the list moved while it was paged) is ``bad_response`` from
+        the tally, as is a ``next`` token seen before (a loop).
+        """
+        tally = GroupTally(("messages", "mentions"), dialog.group_by, dialog.max_groups)
+        params = {
+            "unread_filter": "unread_message",
+            "member_state_filter": "joined_only",
+            "super_mode": _SUPER_MODE[dialog.channels],
+            "limit": str(CHANNELS_PER_PAGE),
+        }
+        if dialog.custom_types:
+            params["custom_types"] = ",".join(dialog.custom_types)
+        url = f"{self._users_url}/{quote(dialog.user_id, safe='')}/my_group_channels"
+        seen: set[str] = set()
+        for _ in range(MAX_CHANNEL_PAGES):
+            response = await self._upstream.request(
+                "GET", url, params=params, headers=self._headers, refine=reason_from_code
+            )
+            body = response.body
+            channels = body.get("channels") if isinstance(body, dict) else None
+            if not isinstance(channels, list) or not all(isinstance(c, dict) for c in channels):
+                raise FetchError(Reason.BAD_RESPONSE, "channels is not a list of objects")
+            for channel in channels:
+                channel_url = channel.get("channel_url")
+                if not isinstance(channel_url, str):
+                    raise FetchError(Reason.BAD_RESPONSE, "a channel_url is not a string")
+                tally.add_group(
+                    channel_url,
+                    messages=count(channel, "unread_message_count"),
+                    mentions=count(channel, "unread_mention_count"),
+                    name=channel.get("name"),
+                )
+            token = body.get("next")
+            if token in ("", None):
+                return tally
+            if not isinstance(token, str) or token in seen:
+                raise FetchError(Reason.BAD_RESPONSE, "the next token repeats or is not a string")
+            seen.add(token)
+            params["token"] = token
+        raise FetchError(Reason.BAD_RESPONSE, f"more than {MAX_CHANNEL_PAGES} pages of channels")
+
+    async def _item_counts(self, dialog: SendbirdDialog, wanted: tuple[str, ...]) -> dict[str, int]:
+        """The ``wanted`` counters (messages, mentions, invitations) of the dialog's channel
+        kind, in one ``unread_item_count`` request."""
         prefix = _KEY_PREFIX[dialog.channels]
-        keys = {
+        names = {
             "messages": f"{prefix}_unread_message_count",
             "mentions": f"{prefix}_unread_mention_count",
             "invitations": f"{prefix}_invitation_count",
         }
+        keys = {name: names[name] for name in wanted}
         params = {"item_keys": ",".join(keys.values())}
         if dialog.custom_types:
             # The filter is ``custom_types`` (plural, comma-separated), not the ``custom_type``
@@ -104,13 +185,33 @@ class SendbirdFetcher:
         response = await self._upstream.request(
             "GET", url, params=params, headers=self._headers, refine=reason_from_code
         )
-        body = response.body
-        return Reading(
-            messages=count(body, keys["messages"]),
-            mentions=count(body, keys["mentions"]),
-            invitations=count(body, keys["invitations"]),
-        )
+        return {name: count(response.body, key) for name, key in keys.items()}
+
+
+def _disjoint(a: SendbirdDialog, b: SendbirdDialog) -> bool:
+    """Two dialogs of a user that cannot share a channel: super and non-super channels, or
+    custom types of which neither has one of the other's."""
+    kinds = {a.channels, b.channels}
+    if kinds == {"super_group", "non_super_group"}:
+        return True
+    return bool(a.custom_types and b.custom_types) and not set(a.custom_types) & set(b.custom_types)
+
+
+def coverage(account: SendbirdAccount) -> Coverage:
+    """A user's dialog with no custom types over all channels counts the user's every item."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda dialog: dialog.user_id,
+        is_whole=lambda dialog: not dialog.custom_types and dialog.channels == "all",
+        disjoint=_disjoint,
+    )
 
 
 # Errors come as {"error": true, "code", "message"}: the common envelope, read by default.
-PROVIDER = Provider(name="sendbird", account_model=SendbirdAccount, make_fetcher=SendbirdFetcher)
+PROVIDER = Provider(
+    name="sendbird",
+    account_model=SendbirdAccount,
+    make_fetcher=SendbirdFetcher,
+    coverage=coverage,
+)

@@ -5,6 +5,10 @@ app's secret in ``Authorization``, ``Stream-Auth-Type: jwt``, and the app's key 
 ``api_key`` query parameter. An account with one user asks ``GET /unread?user_id=...``; with
 several users it asks ``POST /unread_batch`` with ``{"user_ids": [...]}``, which answers every
 user in one request (``counts_by_user``). Dialogs of the same user share that user's answer.
+
+``group_by: channel`` splits a dialog by the answer's own per-channel counts (``channels``), so
+it costs no request; that list holds at most the user's last 100 unread channels, and what it
+leaves of the dialog's total is served as group ``other``.
 """
 
 from __future__ import annotations
@@ -19,17 +23,39 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr
 
-from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
+from exporter.envelope import common_error_messages
+from exporter.models import AccountConfig, GroupingDialog
+from exporter.providers.base import (
+    Coverage,
+    FetchError,
+    GroupTally,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    count,
+    nested,
+    record_all,
+)
 from exporter.upstream import Upstream
 
 # Users per batch request. Stream documents no limit for unread_batch; a bounded batch keeps
 # one request's answer (every unread channel of every user) of a predictable size.
 USERS_PER_BATCH = 100
+# "Not Allowed Error" (403) in Stream's API error codes. A server token may do everything an
+# app may, so the one thing this code can mean for ``/unread`` is the endpoint itself: it "is
+# not enabled for every org" (stream-chat 8.7.0 release note) and is enabled on request.
+NOT_ALLOWED_CODE = 17
+NOT_ENABLED = (
+    "not allowed to a server token: the unread endpoint is not enabled for this Stream"
+    " organisation (Stream enables it on request)"
+)
 
 
-class StreamDialog(DialogConfig):
+class StreamDialog(GroupingDialog):
     """One user's unread messages, in all channels or only those of ``channel_type``."""
+
+    group_dimensions: ClassVar[tuple[str, ...]] = ("channel",)
 
     user_id: str = Field(min_length=1, max_length=255)
     channel_type: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
@@ -64,17 +90,29 @@ def server_token(api_secret: str) -> str:
     return f"{header}.{claims}.{_b64url(signature)}"
 
 
-def _reading(counts: Any, dialog: StreamDialog) -> Reading:
+def error_messages(body: Any) -> list[str]:
+    """Stream's envelope (the common one), with what a "Not Allowed" answer means here."""
+    messages = common_error_messages(body)
+    if isinstance(body, dict) and body.get("code") == NOT_ALLOWED_CODE:
+        return [NOT_ENABLED, *messages]
+    return messages
+
+
+def _objects(counts: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The list of objects at ``key`` of one user's counts (``bad_response`` if it is not)."""
+    items = counts.get(key)
+    if not isinstance(items, list) or not all(isinstance(item, dict) for item in items):
+        raise FetchError(Reason.BAD_RESPONSE, f"{key} is not a list of objects")
+    return items
+
+
+def _totals(counts: dict[str, Any], dialog: StreamDialog) -> Reading:
     """A dialog's values from one user's unread counts.
 
     ``channel_type`` lists the user's unread channels grouped by type, so a type that is not
     listed has no unread channel: 0 messages in 0 channels, a true zero.
     """
-    if not isinstance(counts, dict):
-        raise FetchError(Reason.BAD_RESPONSE, "unread counts are not an object")
-    by_type = counts.get("channel_type")
-    if not isinstance(by_type, list) or not all(isinstance(t, dict) for t in by_type):
-        raise FetchError(Reason.BAD_RESPONSE, "channel_type is not a list of objects")
+    by_type = _objects(counts, "channel_type")
     if dialog.channel_type is None:
         return Reading(
             messages=count(counts, "total_unread_count"),
@@ -87,6 +125,48 @@ def _reading(counts: Any, dialog: StreamDialog) -> Reading:
                 conversations=count(entry, "channel_count"),
             )
     return Reading(messages=0, conversations=0)
+
+
+def _reading(counts: Any, dialog: StreamDialog) -> Reading:
+    """A dialog's reading, split by channel when it has ``group_by``.
+
+    Each listed channel (``channel_id`` is the cid, ``type:id``) of the dialog's type is a
+    group with its unread messages and one unread conversation; the list is capped at the
+    user's last 100 unread channels, so the dialog's totals come from the answer's own totals
+    and the rest of them is group ``other``. Only grouped dialogs read the list, so an
+    ungrouped one costs and risks nothing more than before.
+    """
+    if not isinstance(counts, dict):
+        raise FetchError(Reason.BAD_RESPONSE, "unread counts are not an object")
+    totals = _totals(counts, dialog)
+    if dialog.group_by is None:
+        return totals
+    tally = GroupTally(("messages", "conversations"), dialog.group_by, dialog.max_groups)
+    for channel in _objects(counts, "channels"):
+        cid = channel.get("channel_id")
+        if not isinstance(cid, str):
+            raise FetchError(Reason.BAD_RESPONSE, "a channel's channel_id is not a string")
+        if dialog.channel_type is not None and cid.partition(":")[0] != dialog.channel_type:
+            continue
+        unread = count(channel, "unread_count")
+        tally.add_group(cid, messages=unread, conversations=1 if unread else 0)
+    return tally.reading(totals=totals)
+
+
+def coverage(account: StreamAccount) -> Coverage:
+    """A user's dialog without ``channel_type`` counts all of that user's unread channels;
+    dialogs of two different channel types share none."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda dialog: dialog.user_id,
+        is_whole=lambda dialog: dialog.channel_type is None,
+        disjoint=lambda a, b: (
+            a.channel_type is not None
+            and b.channel_type is not None
+            and a.channel_type != b.channel_type
+        ),
+    )
 
 
 class StreamFetcher:
@@ -157,5 +237,11 @@ class StreamFetcher:
         return by_user
 
 
-# Errors come as {"code", "message", "StatusCode", ...}: the common envelope, read by default.
-PROVIDER = Provider(name="stream", account_model=StreamAccount, make_fetcher=StreamFetcher)
+# Errors come as {"code", "message", "StatusCode", ...}: the common envelope.
+PROVIDER = Provider(
+    name="stream",
+    account_model=StreamAccount,
+    make_fetcher=StreamFetcher,
+    error_messages=error_messages,
+    coverage=coverage,
+)

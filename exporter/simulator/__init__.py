@@ -121,16 +121,21 @@ class Simulator:
         self.crisp.inboxes[DEMO_WEBSITE] = dict(DEMO_CRISP_INBOXES)
         self.crisp.operators[DEMO_WEBSITE] = list(DEMO_CRISP_OPERATORS)
         self.quickblox.unread[DEMO_QB_USER] = dict(zip(DEMO_QB_DIALOGS, (4, 1, 7), strict=True))
+        self.quickblox.dialog_names.update(
+            zip(DEMO_QB_DIALOGS, ("Escalations", "Sales", "Onboarding"), strict=True)
+        )
         self.imkit.rooms[DEMO_IMKIT_TOKEN] = [
             IMKitRoom(frozenset({"work", "project"}), 5),
             IMKitRoom(frozenset({"work"}), 2),
             IMKitRoom(frozenset({"personal"}), 1),
         ]
         self.sendbird.channels["agent-42"] = [
-            SendbirdChannel("support", unread=6, mentions=1),
-            SendbirdChannel("support", super_group=True, unread=2),
-            SendbirdChannel("sales", unread=3, invited=False),
-            SendbirdChannel("support", invited=True),
+            SendbirdChannel("support", unread=6, mentions=1, url="support-refunds", name="Refunds"),
+            SendbirdChannel(
+                "support", super_group=True, unread=2, url="support-community", name="Community"
+            ),
+            SendbirdChannel("sales", unread=3, url="sales-leads", name="Leads"),
+            SendbirdChannel("support", invited=True, url="support-beta", name="Beta testers"),
         ]
         self.sendbird.channels["agent-7"] = [SendbirdChannel("support", unread=1, mentions=1)]
         self.sendbird.rate_limit_per_second = 100  # so the demo shows rate-limit headroom
@@ -224,6 +229,8 @@ accounts:
         dialog_id: {DEMO_QB_DIALOGS[0]}
       - name: sales
         dialog_id: {DEMO_QB_DIALOGS[1]}
+      - name: by-dialog
+        group_by: dialog
   - name: demo-imkit
     provider: imkit
     base_url: {self.imkit.url}
@@ -244,6 +251,9 @@ accounts:
         custom_types: [support]
       - name: agent-7
         user_id: agent-7
+      - name: agent-42-channels
+        user_id: agent-42
+        group_by: channel
   - name: demo-intercom
     provider: intercom
     base_url: {self.intercom.url}
@@ -269,6 +279,9 @@ accounts:
         channel_type: messaging
       - name: agent-7
         user_id: agent-7
+      - name: agent-42-channels
+        user_id: agent-42
+        group_by: channel
   - name: demo-matrix
     provider: matrix
     base_url: {self.matrix.url}

@@ -5,6 +5,11 @@ session carries ``QB-Token-ExpirationDate`` in the format real answers use
 (``2016-05-02 19:52:00 UTC``), and a token used after that moment is refused with the real
 401 "Required session does not exist" and remembered in ``lapsed_requests``. Time comes from
 ``clock`` so tests can move it by hand.
+
+``GET /chat/Dialog.json?limit=&skip=`` lists the user's dialogs in the order of ``unread``'s
+mapping (a test re-inserts a dialog to move it, as a new message moves it up the real list),
+``max_page_size`` at most per page, with ``total_entries``; ``after_page`` runs after each
+page is answered, so a test can move the list while it is paged.
 """
 
 from __future__ import annotations
@@ -80,10 +85,14 @@ class FakeQuickBlox(FakeProvider):
     expiry_format: Literal["quickblox", "iso8601"] = "quickblox"
     clock: Callable[[], float] = time.time
     lapsed_requests: list[SeenRequest] = field(default_factory=list)
+    dialog_names: dict[str, str] = field(default_factory=dict)  # dialog id -> name
+    max_page_size: int = 100
+    after_page: Callable[[], None] | None = None
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/session.json", self.create_session)
         app.router.add_get("/chat/Message/unread.json", self.unread_count)
+        app.router.add_get("/chat/Dialog.json", self.list_dialogs)
 
     def route_error(self, status: int, reason: str) -> web.Response:
         """The list form of QuickBlox's error body, as its docs show for a 404."""
@@ -191,4 +200,38 @@ class FakeQuickBlox(FakeProvider):
         body = {dialog_id: dialogs[dialog_id] for dialog_id in ids if dialog_id in dialogs}
         counted = body if self.total_counts == "listed" else dialogs
         body["total"] = sum(counted.values())
+        return json_response(body, headers=headers)
+
+    async def list_dialogs(self, request: web.Request) -> web.Response:
+        """A page of the user's dialogs, as the "List dialogs" reference answers it."""
+        found = self._user(request)
+        if isinstance(found, web.Response):
+            return found
+        user_id, headers = found
+        try:
+            limit = int(request.query.get("limit", "100"))
+            skip = int(request.query.get("skip", "0"))
+        except ValueError:
+            return _errors(422, "limit and skip must be integers")
+        if limit < 1 or skip < 0:
+            return _errors(422, "limit and skip must be positive")
+        dialogs = list(self.unread[user_id].items())
+        page = dialogs[skip : skip + min(limit, self.max_page_size)]
+        body = {
+            "total_entries": len(dialogs),
+            "skip": skip,
+            "limit": limit,
+            "items": [
+                {
+                    "_id": dialog_id,
+                    "name": self.dialog_names.get(dialog_id, ""),
+                    "type": 2,
+                    "occupants_ids": [user_id],
+                    "unread_messages_count": unread,
+                }
+                for dialog_id, unread in page
+            ],
+        }
+        if self.after_page is not None:
+            self.after_page()
         return json_response(body, headers=headers)

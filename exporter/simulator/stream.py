@@ -6,6 +6,10 @@ secret, ``{"server": true}``), not with the exporter's signing code, so a signin
 tests. Errors use Stream's envelope ``{"code", "message", "StatusCode", "duration",
 "more_info"}`` (unknown routes too), and a spent rate limit answers 429 with code 9 and the
 ``X-RateLimit-*`` headers every answer carries.
+
+The answer's ``channels`` list holds at most the last ``CHANNEL_LIST_CAP`` unread channels, as
+Stream's docs say; totals count them all. An organisation without the unread endpoint
+(``unread_enabled`` False: Stream enables it on request) is answered 403 "Not Allowed", code 17.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from aiohttp import web
 from exporter.simulator.base import FakeProvider, RateWindow, json_response
 
 MORE_INFO = "https://getstream.io/chat/docs/api_errors_response"
+CHANNEL_LIST_CAP = 100
 
 
 @dataclass
@@ -92,7 +97,7 @@ def unread_counts(channels: list[StreamChannel]) -> dict[str, Any]:
                 "unread_count": c.unread,
                 "last_read": "2026-01-01T00:00:00Z",
             }
-            for c in unread
+            for c in unread[-CHANNEL_LIST_CAP:]
         ],
         "channel_type": list(by_type.values()),
         "threads": [],
@@ -106,6 +111,7 @@ class FakeStream(FakeProvider):
     api_secret: str = "stream-api-secret-of-the-simulator"
     users: dict[str, list[StreamChannel]] = field(default_factory=dict)  # user -> channels
     rate_limit: RateWindow | None = None
+    unread_enabled: bool = True
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/unread", self.unread)
@@ -120,6 +126,8 @@ class FakeStream(FakeProvider):
         problem = verify_server_jwt(request.headers.get("Authorization", ""), self.api_secret)
         if problem is not None:
             return stream_error(401, 43 if "signature" in problem else 5, problem)
+        if not self.unread_enabled and request.path.startswith("/unread"):
+            return stream_error(403, 17, "GetUnreadCounts failed: not allowed")
         return None
 
     def _limited(self, response: web.Response) -> web.Response:

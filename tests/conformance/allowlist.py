@@ -51,7 +51,15 @@ ALLOW_LIST: tuple[Allowed, ...] = (
     Allowed(
         QUICKBLOX_JS,
         "header:qb-os",
-        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        frozenset(
+            {
+                "session-app",
+                "session-user",
+                "unread-token-ids",
+                "unread-token-total",
+                "dialogs-token",
+            }
+        ),
         "the SDK names the caller's operating system on every request; the API does not ask "
         "for it (none of the document's requests carries it)",
         "quickblox src/qbProxy.js ajax (QB-OS: Utils.getOS())",
@@ -59,7 +67,15 @@ ALLOW_LIST: tuple[Allowed, ...] = (
     Allowed(
         QUICKBLOX_JS,
         "header:qb-sdk",
-        frozenset({"session-app", "session-user", "unread-token-ids", "unread-token-total"}),
+        frozenset(
+            {
+                "session-app",
+                "session-user",
+                "unread-token-ids",
+                "unread-token-total",
+                "dialogs-token",
+            }
+        ),
         "the SDK names itself and its version on every request; the API does not ask for it "
         "(none of the document's requests carries it)",
         "quickblox src/qbProxy.js ajax (QB-SDK: 'JS ' + config.version + ' - Client')",
@@ -75,7 +91,7 @@ ALLOW_LIST: tuple[Allowed, ...] = (
     Allowed(
         QUICKBLOX_JS,
         "header:content-type",
-        frozenset({"unread-token-ids", "unread-token-total"}),
+        frozenset({"unread-token-ids", "unread-token-total", "dialogs-token"}),
         "the SDK sends a form Content-Type on every request, GETs without a body included; a "
         "GET has no body for it to describe",
         "quickblox src/qbProxy.js ajax",
@@ -87,7 +103,8 @@ ALLOW_LIST: tuple[Allowed, ...] = (
             f"unread-{scope}{types}"
             for scope in ("all", "super_group", "non_super_group")
             for types in ("", "-types")
-        ),
+        )
+        | {"channels-all", "channels-non_super_group-types"},
         "the generated SDK sends its spec's 'produces' list; the Platform API answers JSON "
         "only (every documented response is JSON) and the exporter refuses a body that is not "
         "JSON as bad_response, so asking for any type changes nothing",

@@ -1,10 +1,11 @@
 """QuickBlox against its official JavaScript SDK (npm quickblox), in both directions.
 
 The exporter's session requests (with and without a user) must sign exactly as the SDK does
-for the same nonce and timestamp, and its unread requests with ``QB-Token`` must equal the
-SDK's. The SDK has no API-key mode for unread counts (only its AI module takes an API key), so
-``Authorization: ApiKey`` with ``On-Behalf-Of`` is compared with the document's form. The SDK
-must also read the simulator's sessions, counts and errors.
+for the same nonce and timestamp, and its unread requests and dialog-list pages
+(``group_by: dialog``) with ``QB-Token`` must equal the SDK's. The SDK has no API-key mode
+for unread counts (only its AI module takes an API key), so ``Authorization: ApiKey`` with
+``On-Behalf-Of`` is compared with the document's form. The SDK must also read the simulator's
+sessions, counts, dialog-list pages and errors.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from tests.support import QB_DIALOGS, QB_USER, populate
 
 SESSION = "/session.json"
 UNREAD = "/chat/Message/unread.json"
+DIALOGS = "/chat/Dialog.json"
 TOKEN = "conformance-session-token"
 LOGIN, PASSWORD = "agent", "agent-password"  # populate()'s QuickBlox user
 IDS = list(QB_DIALOGS)
@@ -60,6 +62,12 @@ SDK_CASES: dict[str, tuple[str, str, str, dict[str, Any]]] = {
         "GET",
         UNREAD,
         {"call": "unreadCount", "token": TOKEN, "params": {}},
+    ),
+    "dialogs-token": (
+        "qb-token-dialogs",
+        "GET",
+        DIALOGS,
+        {"call": "listDialogs", "token": TOKEN, "params": {"limit": 100, "skip": 0}},
     ),
 }
 # The API-key requests as docs.quickblox.com/reference/get-unread-message-count gives them: its
@@ -88,7 +96,8 @@ READ_CASES: dict[str, dict[str, Any]] = {
     "error-signature": {"call": "createSession", "authSecret": "wrong-secret"},
     "error-password": {"call": "createSession", "login": LOGIN, "password": "wrong"},
     "error-lost-session": {"call": "unreadCount", "token": "forgotten-token", "params": {}},
-    "error-unknown-route": {"call": "listDialogs", "token": TOKEN},
+    "read-dialog-list": {"call": "listDialogs", "token": TOKEN, "params": {"limit": 2}},
+    "error-unknown-route": {"call": "listUsers", "token": TOKEN},
     "rate-limit": {"call": "unreadCount", "token": TOKEN, "params": {}},
 }
 # QuickBlox documents 429 "Rate limit for your current plan is exceeded" (quickblox.com/
@@ -108,6 +117,7 @@ def exporter_config(sim: Simulator, base: str) -> str:
         "qb-session-user": (f"{app}\n    login: {LOGIN}\n    password: {PASSWORD}", total),
         "qb-token-ids": (f"token: {TOKEN}", ids),
         "qb-token-total": (f"token: {TOKEN}", total),
+        "qb-token-dialogs": (f"token: {TOKEN}", "      - name: all\n        group_by: dialog\n"),
         "qb-apikey-ids": (api_key, ids),
         "qb-apikey-total": (api_key, total),
     }
@@ -255,6 +265,16 @@ def test_sdk_reads_an_application_session(run: QuickBloxRun) -> None:
     session = run.outcomes["read-app-session"]["value"]["session"]
     assert session["user_id"] == 0
     assert session["application_id"] == run.application_id
+
+
+def test_sdk_reads_a_page_of_the_dialog_list(run: QuickBloxRun) -> None:
+    """The SDK pages by ``limit``/``skip`` and reads ``items`` and ``total_entries``."""
+    page = run.outcomes["read-dialog-list"]["value"]
+    assert page["total_entries"] == 3
+    assert [(d["_id"], d["unread_messages_count"]) for d in page["items"]] == [
+        (IDS[0], 4),
+        (IDS[1], 0),
+    ]
 
 
 ERRORS: dict[str, tuple[int, Any]] = {

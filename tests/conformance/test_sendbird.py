@@ -2,8 +2,9 @@
 
 The exporter's ``unread_item_count`` request in each channel scope, with and without custom
 types, must equal the SDK's ``viewNumberOfUnreadItems`` (up to the allow-list: the SDK's
-``custom_type`` against the documented ``custom_types``), and the SDK must read the
-simulator's counts, its error envelopes and its rate limit.
+``custom_type`` against the documented ``custom_types``), its ``my_group_channels`` page for
+``group_by: channel`` the SDK's ``listMyGroupChannels``, and the SDK must read the simulator's
+counts, channel pages, error envelopes and rate limit.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ CASES = {
     for scope in SCOPES
     for types in ((), TYPES)
 }
+# ``group_by: channel`` cases: scope and custom types, as above, and the SDK's options for the
+# same first page of my_group_channels.
+CHANNELS = f"/v3/users/{USER}/my_group_channels"
+SUPER_MODE = {"all": "all", "super_group": "super", "non_super_group": "nonsuper"}
+CHANNEL_CASES = {
+    "channels-all": ("all", ()),
+    "channels-non_super_group-types": ("non_super_group", TYPES),
+}
 # Error cases: the SDK call's arguments, and the body's (code) the SDK must surface.
 ERRORS: dict[str, tuple[dict[str, Any], int]] = {
     "error-bad-token": ({"token": "wrong-token"}, 400401),
@@ -65,7 +74,8 @@ ERRORS: dict[str, tuple[dict[str, Any], int]] = {
 
 def exporter_config(sim: Simulator, base: str) -> str:
     accounts = ""
-    for case, (scope, types) in CASES.items():
+    for case, (scope, types) in {**CASES, **CHANNEL_CASES}.items():
+        grouped = "\n        group_by: channel" if case in CHANNEL_CASES else ""
         accounts += f"""\
   - name: {case}
     provider: sendbird
@@ -76,7 +86,7 @@ def exporter_config(sim: Simulator, base: str) -> str:
       - name: {USER}
         user_id: {USER}
         channels: {scope}
-        custom_types: [{", ".join(types)}]
+        custom_types: [{", ".join(types)}]{grouped}
 """
     return "accounts:\n" + accounts
 
@@ -103,12 +113,23 @@ def sdk_calls(sim: Simulator, recorder: Recorder) -> list[NodeCall]:
         call(case, itemKeys=item_keys(scope), **({"customType": ",".join(types)} if types else {}))
         for case, (scope, types) in CASES.items()
     ]
+    for case, (scope, types) in CHANNEL_CASES.items():
+        opts = {
+            "unreadFilter": "unread_message",
+            "memberStateFilter": "joined_only",
+            "superMode": SUPER_MODE[scope],
+            "limit": 100,
+            **({"customTypes": ",".join(types)} if types else {}),
+        }
+        calls.append(call(case, call="listMyGroupChannels", opts=opts))
     return calls + [call(case, **spec) for case, (spec, _) in ERRORS.items()]
 
 
 async def collect(node: str, sim: Simulator, recorder: Recorder) -> SendbirdRun:
     recorder.during["rate-limit"] = partial(setting, sim.sendbird, rate_limit_per_second=0)
-    exporter = await probe_each(exporter_config(sim, recorder.url), CASES, recorder)
+    exporter = await probe_each(
+        exporter_config(sim, recorder.url), [*CASES, *CHANNEL_CASES], recorder
+    )
     outcomes = await run_node(node, sdk_calls(sim, recorder), recorder)
     return SendbirdRun(exporter, by_case(recorder.take()), outcomes)
 
@@ -121,13 +142,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> SendbirdRun:
 def comparisons(run: SendbirdRun) -> dict[str, Comparison]:
     return {
         case: Comparison(
-            case, SENDBIRD_JS, sole(run.sdk[case]), only(run.exporter[case], "GET", PATH)
+            case,
+            SENDBIRD_JS,
+            sole(run.sdk[case]),
+            only(run.exporter[case], "GET", CHANNELS if case in CHANNEL_CASES else PATH),
         )
-        for case in CASES
+        for case in [*CASES, *CHANNEL_CASES]
     }
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", [*CASES, *CHANNEL_CASES])
 def test_exporter_request_is_the_sdks(run: SendbirdRun, case: str) -> None:
     assert_conformant(comparisons(run)[case], ALLOW_LIST)
 
@@ -151,6 +175,21 @@ def test_sdk_custom_type_is_not_the_documented_filter(run: SendbirdRun, scope: s
     filtered = run.outcomes[f"unread-{scope}-types"]
     assert "value" in filtered, filtered
     assert filtered == run.outcomes[f"unread-{scope}"]
+
+
+def test_sdk_reads_a_page_of_channels(run: SendbirdRun) -> None:
+    """populate()'s agent-42 has three joined channels with unread messages, two of them
+    non-super support channels; the last page's ``next`` is empty."""
+    every = run.outcomes["channels-all"]["value"]
+    assert every["next"] == ""
+    assert sorted(
+        (c["unread_message_count"], c["unread_mention_count"]) for c in every["channels"]
+    ) == [(2, 2), (3, 0), (6, 1)]
+    support = run.outcomes["channels-non_super_group-types"]["value"]["channels"]
+    assert [(c["channel_url"], c["unread_message_count"]) for c in support] == [
+        ("sendbird_group_channel_0", 6),
+        ("sendbird_group_channel_2", 3),
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(ERRORS))

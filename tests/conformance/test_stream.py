@@ -55,6 +55,8 @@ ERRORS = {
     "error-bad-secret": Refused(["agent-42"], "not-the-app-secret-but-just-as-long", 401, 43),
     "rate-limit-one": Refused(["agent-42"], None, 429, 9),
     "rate-limit-batch": Refused(["agent-42", "agent-7"], None, 429, 9),
+    # an organisation without the unread endpoint: Stream's "Not Allowed" (docs/stream.md)
+    "error-not-enabled": Refused(["agent-42"], None, 403, 17),
 }
 RATE_LIMIT = 60
 
@@ -147,6 +149,7 @@ async def collect(node: str, sim: Simulator, recorder: Recorder) -> StreamRun:
 
     recorder.during["one-user"] = limited(RATE_LIMIT)
     recorder.during["rate-limit-one"] = recorder.during["rate-limit-batch"] = limited(0)
+    recorder.during["error-not-enabled"] = partial(setting, sim.stream, unread_enabled=False)
     run = StreamRun(secret=sim.stream.api_secret)
     await run.record(
         recorder,

@@ -61,7 +61,11 @@ export const calls = {
   },
   listDialogs: async (args) => {
     init(args);
-    return await callback((done) => QB.chat.dialog.list({}, done));
+    return await callback((done) => QB.chat.dialog.list(args.params ?? {}, done));
+  },
+  listUsers: async (args) => {
+    init(args);
+    return await callback((done) => QB.users.listUsers({}, done));
   },
 };
 

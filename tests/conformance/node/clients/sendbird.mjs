@@ -13,6 +13,9 @@ export const calls = {
     const opts = customType === undefined ? { itemKeys } : { itemKeys, customType };
     return { ...(await users(base).viewNumberOfUnreadItems(token, userId, opts)) };
   },
+  listMyGroupChannels: async ({ base, token, userId, opts }) => ({
+    ...(await users(base).listMyGroupChannels(token, userId, opts)),
+  }),
   viewNumberOfUnreadMessages: async ({ base, token, userId }) => ({
     ...(await users(base).viewNumberOfUnreadMessages(token, userId, {})),
   }),
