@@ -15,7 +15,16 @@ from pydantic import Field, SecretStr, model_validator
 
 from exporter.envelope import entries_at, scalars
 from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, fetch_each
+from exporter.providers.base import (
+    FetchError,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    checked_sum,
+    count,
+    fetch_each,
+)
 from exporter.upstream import Upstream
 
 # Crisp allows 20..50 conversations a page; the largest page means the fewest requests.
@@ -84,6 +93,7 @@ class CrispFetcher:
     def __init__(self, account: CrispAccount, upstream: Upstream) -> None:
         credentials = f"{account.identifier.get_secret_value()}:{account.key.get_secret_value()}"
         token = base64.b64encode(credentials.encode()).decode()
+        upstream.redactor.derived(token)  # an echoed header shows neither configured text
         self._headers = {"Authorization": f"Basic {token}", "X-Crisp-Tier": account.tier}
         self._website_url = f"{account.api_root()}/v1/website/{quote(account.website_id, safe='')}"
         self._upstream = upstream
@@ -103,7 +113,7 @@ class CrispFetcher:
 
     async def _backlog(self) -> Reading:
         """Sum unread operator messages over every open conversation with unread messages."""
-        messages = conversations = 0
+        unread_counts: list[int] = []
         oldest_ms: int | None = None
         params = {"filter_unread": "1", "filter_not_resolved": "1", "per_page": str(PAGE_SIZE)}
         for page in range(1, MAX_PAGES + 1):
@@ -118,16 +128,15 @@ class CrispFetcher:
                 unread = _unread(conversation, "operator")
                 if unread == 0:
                     continue
-                messages += unread
-                conversations += 1
+                unread_counts.append(unread)
                 if conversation.get("waiting_since") is not None:  # null: nobody waits
                     waiting = count(conversation, "waiting_since")  # refuses 400-digit junk
                     if waiting > 0:
                         oldest_ms = waiting if oldest_ms is None else min(oldest_ms, waiting)
             if len(items) < PAGE_SIZE:
                 return Reading(
-                    messages=messages,
-                    conversations=conversations,
+                    messages=checked_sum(unread_counts, "conversations' unread messages"),
+                    conversations=len(unread_counts),
                     oldest_unread_timestamp=oldest_ms / 1000 if oldest_ms is not None else None,
                 )
         raise FetchError(Reason.BAD_RESPONSE, f"backlog longer than {MAX_PAGES} pages")

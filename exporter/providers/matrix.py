@@ -21,7 +21,16 @@ from pydantic import Field, SecretStr
 
 from exporter.envelope import non_negative_number, scalars
 from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
+from exporter.providers.base import (
+    FetchError,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    checked_sum,
+    count,
+    record_all,
+)
 from exporter.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -232,8 +241,8 @@ class MatrixFetcher:
     def _reading(self, room: str | None, failed: dict[str, FetchError]) -> Reading:
         if room is None:
             return Reading(
-                messages=sum(n for n, _ in self._rooms.values()),
-                mentions=sum(h for _, h in self._rooms.values()),
+                messages=checked_sum((n for n, _ in self._rooms.values()), "rooms' counts"),
+                mentions=checked_sum((h for _, h in self._rooms.values()), "rooms' highlights"),
                 conversations=sum(1 for n, _ in self._rooms.values() if n),
             )
         if room in failed:

@@ -20,7 +20,16 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, SecretStr
 
 from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
+from exporter.providers.base import (
+    FetchError,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    checked_sum,
+    count,
+    record_all,
+)
 from exporter.upstream import Upstream
 
 # Users per batch request. Stream documents no limit for unread_batch; a bounded batch keeps
@@ -78,7 +87,9 @@ def _reading(counts: Any, dialog: StreamDialog) -> Reading:
     if dialog.channel_type is None:
         return Reading(
             messages=count(counts, "total_unread_count"),
-            conversations=sum(count(entry, "channel_count") for entry in by_type),
+            conversations=checked_sum(
+                (count(entry, "channel_count") for entry in by_type), "channel counts"
+            ),
         )
     for entry in by_type:
         if entry.get("channel_type") == dialog.channel_type:
@@ -93,10 +104,12 @@ class StreamFetcher:
     """Fetches a Stream Chat app's dialogs: one request for one user, batches for several."""
 
     def __init__(self, account: StreamAccount, upstream: Upstream) -> None:
-        self._headers = {
-            "Authorization": server_token(account.api_secret.get_secret_value()),
-            "Stream-Auth-Type": "jwt",
-        }
+        token = server_token(account.api_secret.get_secret_value())
+        # The token never expires and does not contain the secret's text: redacted on its own,
+        # and its signature apart, should an error body echo only that part.
+        upstream.redactor.derived(token)
+        upstream.redactor.derived(token.rsplit(".", 1)[1])
+        self._headers = {"Authorization": token, "Stream-Auth-Type": "jwt"}
         self._params = {"api_key": account.api_key}
         self._root = account.api_root()
         self._upstream = upstream
