@@ -30,7 +30,7 @@ from exporter.envelope import (
 from exporter.models import AccountConfig, DialogConfig
 from exporter.outcome import FetchError, GroupReading, GroupSplit, Outcome, Reading, Reason, Record
 from exporter.queues.coverage import NO_COVERAGE, Coverage, nested
-from exporter.queues.tally import GroupTally
+from exporter.queues.tally import EXACT_LIMIT, GroupTally
 
 if TYPE_CHECKING:
     from exporter.upstream import Upstream
@@ -65,9 +65,6 @@ __all__ = [
 
 API_VERSION = 1
 """The provider interface version this exporter implements; a provider states the one it needs."""
-
-MAX_EXACT_COUNT = 2**53
-"""The largest count a float (every exposed value is one) holds exactly, with all below it."""
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -165,7 +162,7 @@ def count(container: Any, *path: str) -> int:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is {shown}, not an integer")
     if value < 0:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is negative ({value})")
-    if value > MAX_EXACT_COUNT:
+    if value > EXACT_LIMIT:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is beyond 2**53")
     return value
 
@@ -177,6 +174,6 @@ def checked_sum(counts: Iterable[int], what: str) -> int:
     as 1.8e19, a value no client shows. ``what`` names the sum in the failure's detail.
     """
     total = sum(counts)
-    if total > MAX_EXACT_COUNT:
+    if total > EXACT_LIMIT:
         raise FetchError(Reason.BAD_RESPONSE, f"{what} add up to more than 2**53")
     return total
