@@ -45,6 +45,7 @@ from tests.test_attacks_runtime import (
     landing_page,
     probe_debug,
     quickblox_app_config,
+    scrape_when_ready,
 )
 from tests.test_failures import PROVIDERS
 
@@ -109,24 +110,6 @@ def peak_rss_bytes(pid: int) -> int:
     return int(match.group(1)) * 1024
 
 
-async def scrape_subprocess(
-    http: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process
-) -> str:
-    """``/metrics`` of the exporter at ``url``, once it is ready (polled, never slept on)."""
-    for _ in range(400):
-        assert process.returncode is None, "the exporter exited"
-        try:
-            async with http.get(f"{url}/-/ready") as ready:
-                if ready.status == 200:
-                    break
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.05)
-    async with http.get(f"{url}/metrics") as response:
-        assert response.status == 200
-        return await response.text()
-
-
 async def test_a_compressed_body_leaves_the_exporter_memory_flat(
     sim: Simulator, tmp_path: Path
 ) -> None:
@@ -141,11 +124,11 @@ async def test_a_compressed_body_leaves_the_exporter_memory_flat(
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:
-            healthy = parse(await scrape_subprocess(http, url, process))
+            healthy = parse(await scrape_when_ready(http, url, process))
             assert value(healthy, "chat_unread_messages", **IMKIT, dialog="all") == 8.0
             before = peak_rss_bytes(process.pid)
             sim.imkit.fault = Fault.inflating(IMKIT_BODY, INFLATED)
-            attacked = parse(await scrape_subprocess(http, url, process))
+            attacked = parse(await scrape_when_ready(http, url, process))
             after = peak_rss_bytes(process.pid)
     finally:
         process.terminate()
