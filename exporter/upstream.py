@@ -409,7 +409,7 @@ class Upstream:
         The cap is on the body as decoded: a gzip, deflate, br or zstd answer's Content-Length
         is its compressed size, which says nothing of what it inflates to (1,000 times more
         for gzip), so only a body sent as is may be read in one call by its declared length.
-        aiohttp inflates a bounded step at a time as the chunks are read, so counting them
+        aiohttp (3.13.4 on) inflates a bounded step at a time as chunks are read, so counting them
         stops a compressed body at the cap too.
         """
         declared = resp.content_length
