@@ -20,7 +20,6 @@ import json
 import logging
 import resource
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -28,6 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import aiohttp
+from aiohttp import hdrs
 from multidict import CIMultiDictProxy
 
 from exporter.envelope import (
@@ -39,6 +39,7 @@ from exporter.envelope import (
 )
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Reason
+from exporter.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +47,6 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_RATE_LIMIT_BACKOFF = 60.0
 MAX_RATE_LIMIT_BACKOFF = 86400.0
 RATE_LIMIT_STATUSES = frozenset({420, 429})  # Crisp answers 420 "Enhance Your Calm" too
-# Shorter strings would redact innocent text (and say which characters a credential has).
-MIN_SECRET_LENGTH = 4
-# Run-time credentials remembered for redaction: a renewed session token replaces the last
-# one, but an answer in flight may still echo the previous few.
-RUNTIME_SECRETS_KEPT = 8
 # Open files left for the HTTP server's connections, config and secret files, and idle
 # keep-alive connections: upstream requests in flight may use the other half.
 UPSTREAM_SHARE_OF_OPEN_FILES = 0.5
@@ -87,8 +83,14 @@ class RequestNote:
 
     @property
     def status_class(self) -> str:
-        """``2xx``..``5xx``, or ``error`` for a request that got no HTTP answer."""
-        return f"{self.status // 100}xx" if self.status else "error"
+        """``2xx``..``5xx``, or ``error`` for a request that got no HTTP answer, or one whose
+        status is none HTTP defines for an answer (999, say): the label's set stays fixed."""
+        return f"{self.status // 100}xx" if is_http_status(self.status) else "error"
+
+
+def is_http_status(status: int) -> bool:
+    """Whether ``status`` is one of HTTP's final answers (200..599; 1xx are never final)."""
+    return 200 <= status <= 599
 
 
 class RequestLedger(Protocol):
@@ -126,9 +128,18 @@ def _epoch_or_delta(value: float, now: float) -> float:
     return now + value
 
 
-def _header_number(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    return None if raw is None else non_negative_number(raw)
+def _header_number(
+    headers: CIMultiDictProxy[str], name: str, pick: Callable[[list[float]], float]
+) -> float | None:
+    """A rate-limit header's number, ``pick`` (min or max) of all it says, or None.
+
+    A header sent twice may arrive as two fields or as one joined with commas (``10, 10``, as
+    proxies fold duplicates): every value counts, and ``pick`` keeps the most cautious one
+    (the fewest requests remaining, the latest reset). Values that are junk are skipped.
+    """
+    parts = (part for raw in headers.getall(name, ()) for part in raw.split(","))
+    numbers = [n for part in parts if (n := non_negative_number(part)) is not None]
+    return pick(numbers) if numbers else None
 
 
 def _http_date(text: str) -> float | None:
@@ -142,7 +153,7 @@ def _http_date(text: str) -> float | None:
         return None
 
 
-def retry_at_from(headers: Mapping[str, str], hint: float | None, now: float) -> float:
+def retry_at_from(headers: CIMultiDictProxy[str], hint: float | None, now: float) -> float:
     """When a rate-limited account may be called again, from whatever the provider sent.
 
     Headers first, then ``hint``, the seconds the provider's body asked for (its
@@ -150,19 +161,32 @@ def retry_at_from(headers: Mapping[str, str], hint: float | None, now: float) ->
     next hint and in the end to the default back-off: a 429 always holds the account off for a
     while.
     """
+    seconds = _header_number(headers, "Retry-After", max)
+    if seconds is not None:
+        return now + seconds
     retry_after = headers.get("Retry-After")
     if retry_after is not None:
-        seconds = non_negative_number(retry_after)
-        if seconds is not None:
-            return now + seconds
-        date = _http_date(retry_after)
+        date = _http_date(retry_after)  # a date has a comma of its own: never split
         if date is not None:
             return max(date, now)
     for name in ("X-RateLimit-RetryAfter", "X-RateLimit-Reset"):
-        number = _header_number(headers, name)
+        number = _header_number(headers, name, max)
         if number is not None:
             return _epoch_or_delta(number, now)
     return now + (DEFAULT_RATE_LIMIT_BACKOFF if hint is None else hint)
+
+
+def decode_json(raw: bytes) -> Any:
+    """A body's JSON; ValueError when it is not JSON this process can decode.
+
+    That includes a body nested deeper than the interpreter's recursion limit (``[[[[...``),
+    which ``json`` refuses with RecursionError: junk like any other, never a crash that skips
+    the request's accounting.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply to decode") from None
 
 
 def describe_error_body(
@@ -177,7 +201,7 @@ def describe_error_body(
     A body that is not JSON, or from which the provider reads no message, is summarised.
     """
     try:
-        body = json.loads(raw)
+        body = decode_json(raw)
     except ValueError:
         text = redact(raw[:4096].decode("utf-8", "replace")).strip().replace("\n", " ")
         return f"non-JSON body: {text[:80]!r}" if text else "empty body"
@@ -206,6 +230,11 @@ class UpstreamPool:
     The bound is a semaphore taken around each request (besides the connector's own limit) so
     that a request that waits too long for a free connection fails with that reason, instead
     of a timeout that blames the provider.
+
+    The session keeps no cookies: shared, its jar sent a cookie one account's upstream set
+    with every other account's requests to that host. No provider's API needs one (each
+    authenticates by header), so no jar at all beats one per account: nothing an upstream
+    sets can reach a later request, not even the same account's.
     """
 
     def __init__(self, limit: int, headers: Mapping[str, str]) -> None:
@@ -214,6 +243,7 @@ class UpstreamPool:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
             headers=dict(headers),
+            cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
 
@@ -270,8 +300,7 @@ class Upstream:
         self._semaphore = asyncio.Semaphore(account.max_concurrency)
         self._timeout = aiohttp.ClientTimeout(total=account.timeout)
         self._timeout_seconds = account.timeout
-        self._secrets = [s for s in account.secret_values() if len(s) >= MIN_SECRET_LENGTH]
-        self._obtained_secrets: deque[str] = deque(maxlen=RUNTIME_SECRETS_KEPT)
+        self.redactor = Redactor(account.secret_values())
         self._clock = clock
         self._max_body_bytes = max_body_bytes
 
@@ -282,14 +311,11 @@ class Upstream:
     def add_secret(self, secret: str) -> None:
         """Redact a credential obtained at run time (a session token the exporter created)
         from now on, as configured ones are: a provider may echo it in an error body."""
-        if len(secret) >= MIN_SECRET_LENGTH and secret not in self._obtained_secrets:
-            self._obtained_secrets.append(secret)
+        self.redactor.obtained(secret)
 
     def redact(self, text: str) -> str:
-        """Remove every credential, configured or obtained, from text bound for logs or pages."""
-        for secret in (*self._secrets, *self._obtained_secrets):
-            text = text.replace(secret, "<redacted>")
-        return text
+        """Remove every credential (configured, derived, obtained) from text bound for people."""
+        return self.redactor.redact(text)
 
     async def request(
         self,
@@ -339,17 +365,20 @@ class Upstream:
                     self._ledger.on_request(RequestNote(sent_at, 0, trace))
             status, resp_headers, raw = answer
             trace = self._trace(method, shown, str(status), started)
-            outcome, retry_at = self._outcome(status, resp_headers, raw, refine)
-            self._ledger.on_request(
-                RequestNote(
-                    sent_at,
-                    status,
-                    trace,
-                    remaining=_header_number(resp_headers, "X-RateLimit-Remaining"),
-                    reset_at=self._reset_at(resp_headers),
-                    retry_at=retry_at,
+            retry_at: float | None = None
+            try:
+                outcome, retry_at = self._outcome(status, resp_headers, raw, refine)
+            finally:  # an answer that breaks its reading was still sent: it counts all the same
+                self._ledger.on_request(
+                    RequestNote(
+                        sent_at,
+                        status,
+                        trace,
+                        remaining=_header_number(resp_headers, "X-RateLimit-Remaining", min),
+                        reset_at=self._reset_at(resp_headers),
+                        retry_at=retry_at,
+                    )
                 )
-            )
         if isinstance(outcome, FetchError):
             raise outcome
         return outcome
@@ -377,20 +406,31 @@ class Upstream:
             return resp.status, resp.headers, await self._read_capped(resp)
 
     async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
-        """Read at most the cap; a larger body is refused, never buffered whole."""
+        """Read at most the cap; a larger body is refused, never buffered whole.
+
+        The cap is on the body as decoded: a gzip, deflate, br or zstd answer's Content-Length
+        is its compressed size, which says nothing of what it inflates to (1,000 times more
+        for gzip), so only a body sent as is may be read in one call by its declared length.
+        aiohttp (3.13.4 on) inflates a bounded step at a time as chunks are read, so counting them
+        stops a compressed body at the cap too.
+        """
         declared = resp.content_length
         if declared is not None and declared > self._max_body_bytes:
             raise FetchError(
                 Reason.BAD_RESPONSE, f"body of {declared} bytes exceeds {self._max_body_bytes}"
             )
-        if declared is not None:  # aiohttp reads exactly the declared length, in one call
-            return await resp.read()
+        encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+        if declared is not None and encoding in ("", "identity"):
+            return await resp.read()  # exactly the declared length, in one call
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_chunked(64 * 1024):
             size += len(chunk)
             if size > self._max_body_bytes:
-                raise FetchError(Reason.BAD_RESPONSE, f"body exceeds {self._max_body_bytes} bytes")
+                decoded = f" once {encoding}-decoded" if encoding else ""
+                raise FetchError(
+                    Reason.BAD_RESPONSE, f"body exceeds {self._max_body_bytes} bytes{decoded}"
+                )
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -398,8 +438,8 @@ class Upstream:
         elapsed_ms = (time.perf_counter() - started) * 1000
         return self.redact(f"{method} {url} -> {outcome} in {elapsed_ms:.1f} ms")
 
-    def _reset_at(self, headers: Mapping[str, str]) -> float | None:
-        reset = _header_number(headers, "X-RateLimit-Reset")
+    def _reset_at(self, headers: CIMultiDictProxy[str]) -> float | None:
+        reset = _header_number(headers, "X-RateLimit-Reset", max)
         return None if reset is None else _epoch_or_delta(reset, self._clock())
 
     def _outcome(
@@ -410,15 +450,15 @@ class Upstream:
         refine: ReasonRefiner | None,
     ) -> tuple[Response | FetchError, float | None]:
         """The decoded answer or its classified failure, and the back-off a rate limit asks."""
-        if status < 300:
+        if 200 <= status < 300:
             try:
-                return Response(status, json.loads(raw), headers), None
+                return Response(status, decode_json(raw), headers), None
             except ValueError:
                 preview = describe_error_body(raw, self._error_messages, self.redact)
                 return FetchError(Reason.BAD_RESPONSE, f"HTTP {status} {preview}"), None
         detail = f"HTTP {status}: {describe_error_body(raw, self._error_messages, self.redact)}"
         try:
-            body = json.loads(raw)
+            body = decode_json(raw)
         except ValueError:
             body = None
         reason = refine(status, body) if refine is not None else None
@@ -435,6 +475,8 @@ def _classified(status: int, reason: Reason | None, detail: str) -> FetchError:
     """A non-2xx answer's failure: the provider's reason if it named one, else the status's."""
     if reason is not None:
         return FetchError(reason, detail)
+    if not is_http_status(status):
+        return FetchError(Reason.BAD_RESPONSE, f"not an HTTP status: {detail}")
     if status < 400:
         return FetchError(Reason.BAD_RESPONSE, f"unexpected redirect: {detail}")
     if status in (401, 403):

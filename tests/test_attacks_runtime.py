@@ -253,7 +253,7 @@ async def test_more_requests_than_open_files_are_queued_not_failed(
     )
     try:
         async with aiohttp.ClientSession() as http:
-            body = await _scrape_when_ready(http, f"http://127.0.0.1:{port}", process)
+            body = await scrape_when_ready(http, f"http://127.0.0.1:{port}", process)
     finally:
         process.terminate()
         await process.wait()
@@ -264,9 +264,10 @@ async def test_more_requests_than_open_files_are_queued_not_failed(
     assert "Too many open files" not in (tmp_path / "exporter.log").read_text()
 
 
-async def _scrape_when_ready(
+async def scrape_when_ready(
     http: aiohttp.ClientSession, url: str, process: asyncio.subprocess.Process
 ) -> str:
+    """``/metrics`` of the exporter subprocess at ``url`` once it is ready (polled)."""
     for _ in range(400):
         assert process.returncode is None, "the exporter exited"
         try:

@@ -13,7 +13,7 @@ known, so a scrape deadline that cuts a slow account short still serves the dial
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -30,7 +30,7 @@ from exporter.envelope import (
 from exporter.models import AccountConfig, DialogConfig
 from exporter.outcome import FetchError, GroupReading, GroupSplit, Outcome, Reading, Reason, Record
 from exporter.queues.coverage import NO_COVERAGE, Coverage, nested
-from exporter.queues.tally import GroupTally
+from exporter.queues.tally import EXACT_LIMIT, GroupTally
 
 if TYPE_CHECKING:
     from exporter.upstream import Upstream
@@ -50,6 +50,7 @@ __all__ = [
     "Reason",
     "Record",
     "RetryHint",
+    "checked_sum",
     "common_error_messages",
     "common_retry_after",
     "count",
@@ -161,6 +162,18 @@ def count(container: Any, *path: str) -> int:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is {shown}, not an integer")
     if value < 0:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is negative ({value})")
-    if value > 2**53:
+    if value > EXACT_LIMIT:
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is beyond 2**53")
     return value
+
+
+def checked_sum(counts: Iterable[int], what: str) -> int:
+    """The sum of counts (each read with :func:`count`), ``bad_response`` beyond 2**53.
+
+    Every count within the bound does not make their sum so: two of 2**63 each are served
+    as 1.8e19, a value no client shows. ``what`` names the sum in the failure's detail.
+    """
+    total = sum(counts)
+    if total > EXACT_LIMIT:
+        raise FetchError(Reason.BAD_RESPONSE, f"{what} add up to more than 2**53")
+    return total

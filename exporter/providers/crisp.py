@@ -150,6 +150,7 @@ class CrispFetcher:
     def __init__(self, account: CrispAccount, upstream: Upstream) -> None:
         credentials = f"{account.identifier.get_secret_value()}:{account.key.get_secret_value()}"
         token = base64.b64encode(credentials.encode()).decode()
+        upstream.redactor.derived(token)  # an echoed header shows neither configured text
         self._headers = {"Authorization": f"Basic {token}", "X-Crisp-Tier": account.tier}
         self._website_url = f"{account.api_root()}/v1/website/{quote(account.website_id, safe='')}"
         self._upstream = upstream

@@ -324,6 +324,7 @@ class QuickBloxFetcher:
                 params["user[login]"] = account.login
                 params["user[password]"] = secret_text(account.password)
             params["signature"] = session_signature(params, secret_text(account.auth_secret))
+            self._upstream.add_secret(params["signature"])  # signs this session's request
             response = await self._upstream.request(
                 "POST", f"{self._root}/session.json", form=params
             )

@@ -33,6 +33,7 @@ from exporter.providers.base import (
     Reading,
     Reason,
     Record,
+    checked_sum,
     count,
     nested,
     record_all,
@@ -116,7 +117,9 @@ def _totals(counts: dict[str, Any], dialog: StreamDialog) -> Reading:
     if dialog.channel_type is None:
         return Reading(
             messages=count(counts, "total_unread_count"),
-            conversations=sum(count(entry, "channel_count") for entry in by_type),
+            conversations=checked_sum(
+                (count(entry, "channel_count") for entry in by_type), "channel counts"
+            ),
         )
     for entry in by_type:
         if entry.get("channel_type") == dialog.channel_type:
@@ -173,10 +176,12 @@ class StreamFetcher:
     """Fetches a Stream Chat app's dialogs: one request for one user, batches for several."""
 
     def __init__(self, account: StreamAccount, upstream: Upstream) -> None:
-        self._headers = {
-            "Authorization": server_token(account.api_secret.get_secret_value()),
-            "Stream-Auth-Type": "jwt",
-        }
+        token = server_token(account.api_secret.get_secret_value())
+        # The token never expires and does not contain the secret's text: redacted on its own,
+        # and its signature apart, should an error body echo only that part.
+        upstream.redactor.derived(token)
+        upstream.redactor.derived(token.rsplit(".", 1)[1])
+        self._headers = {"Authorization": token, "Stream-Auth-Type": "jwt"}
         self._params = {"api_key": account.api_key}
         self._root = account.api_root()
         self._upstream = upstream

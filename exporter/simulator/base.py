@@ -2,8 +2,8 @@
 
 The simulators speak the providers' wire formats and check what the real APIs check, so the
 demo and the tests exercise the same client code real accounts do. Tests inject faults here
-(an error status with a body, a hanging answer, a reset connection, a huge body) instead of
-patching the exporter's own functions.
+(an error status with a body, a hanging answer, a reset connection, a huge body, a small
+compressed body that inflates to a huge one) instead of patching the exporter's own functions.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,28 @@ class Fault:
             content_type,
             path_contains,
         )
+
+    @classmethod
+    def inflating(
+        cls, body: dict[str, Any], size: int, encoding: str = "gzip", chunked: bool = False
+    ) -> Fault:
+        """Answer 200 with the JSON object ``body`` padded to ``size`` bytes and compressed
+        (``gzip`` or ``deflate``), sent with its compressed size as Content-Length, or chunked.
+
+        Padding compresses about a thousandfold: 64 MiB travel as 64 KiB. The body is
+        compressed a megabyte at a time, so building it never holds the inflated whole.
+        """
+        head = json.dumps(body)[:-1].encode() + b', "pad": "'
+        compressor = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+        parts = [compressor.compress(head)]
+        pad = size - len(head) - 2
+        step = b"0" * (1 << 20)
+        while pad > 0:
+            parts.append(compressor.compress(step[:pad]))
+            pad -= len(step)
+        parts.append(compressor.compress(b'"}') + compressor.flush())
+        headers = (("Content-Encoding", encoding),)
+        return cls("chunked" if chunked else "answer", 200, b"".join(parts), headers)
 
     @classmethod
     def hang(cls) -> Fault:
@@ -162,6 +185,15 @@ class FakeProvider:
             assert request.transport is not None
             request.transport.close()
             raise asyncio.CancelledError
+        if fault.kind == "chunked":
+            response = web.StreamResponse(
+                headers={"Content-Type": fault.content_type, **dict(fault.headers)}
+            )
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for start in range(0, len(fault.body), 64 * 1024):
+                await response.write(fault.body[start : start + 64 * 1024])
+            return response
         if fault.kind == "huge":
             response = web.StreamResponse(headers={"Content-Type": "application/json"})
             response.enable_chunked_encoding()
