@@ -35,28 +35,6 @@ def log_crash(exc: BaseException, account: AccountConfig, redact: Callable[[str]
     )
 
 
-def stall_warning(account: AccountConfig) -> Callable[[float], None]:
-    """A callback for :func:`exporter.stalls.timed_steps` that warns, naming the provider, at
-    the first step of a refresh that blocked the event loop (later ones are the same fault)."""
-    warned = False
-
-    def warn(seconds: float) -> None:
-        nonlocal warned
-        if warned:
-            return
-        warned = True
-        log.warning(
-            "provider blocked the event loop: every account and scrape waited for it",
-            extra={
-                "provider": account.provider,
-                "account": account.name,
-                "seconds": round(seconds, 3),
-            },
-        )
-
-    return warn
-
-
 class KnownDialogs:
     """The dialogs an account's fetch was given: outcomes for any other name are dropped.
 

@@ -24,7 +24,7 @@ from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
 from exporter.budget import DailyBudget
-from exporter.containment import GuardedEnvelope, KnownDialogs, admitted, log_crash, stall_warning
+from exporter.containment import GuardedEnvelope, KnownDialogs, admitted, log_crash
 from exporter.envelope import non_negative_number
 from exporter.logs import escape_controls
 from exporter.models import AccountConfig
@@ -33,7 +33,6 @@ from exporter.providers.base import AccountFetcher, Provider
 from exporter.queues.coverage import NO_COVERAGE, Coverage
 from exporter.queues.names import GroupNames
 from exporter.queues.tally import split_problem
-from exporter.stalls import timed_steps
 from exporter.upstream import Clock, RequestNote, Upstream, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -300,8 +299,7 @@ class AccountRuntime:
         limit = ROUND_LIMIT_TIMEOUTS * self.account.timeout
         try:
             async with asyncio.timeout(limit):
-                fetching = self.fetcher.fetch(self.account.dialogs, record)
-                await timed_steps(fetching, stall_warning(self.account))
+                await self.fetcher.fetch(self.account.dialogs, record)
         except TimeoutError:  # many slow pages or retries: give up so the next scrape retries
             record_missing(FetchError(Reason.TIMEOUT, f"refresh exceeded {limit:g}s"))
         except BaseException as exc:  # a provider's bug (SystemExit, say) must stay here

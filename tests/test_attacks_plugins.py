@@ -19,7 +19,7 @@ import math
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -32,7 +32,7 @@ from pydantic import Field, SecretStr
 from exporter import registry
 from exporter.app import make_app
 from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Record
+from exporter.providers.base import FetchError, Provider, Reading, Record, fetch_each
 from exporter.providers.sendbird import PROVIDER as SENDBIRD
 from exporter.registry import ENTRY_POINT_GROUP, discover
 from exporter.simulator import Fault, Simulator
@@ -102,7 +102,17 @@ def _block(name: str, record: Record) -> None:
     record(name, Reading(messages=1))
 
 
-ACTS: dict[str, Callable[[str, Record], None]] = {
+def _block_in_a_worker(name: str, record: Record) -> Awaitable[None]:
+    """Blocks in a task that ``fetch_each`` started, not in the fetch coroutine itself."""
+
+    async def fetch_one(_dialog: HostileDialog) -> Reading:
+        time.sleep(STALL_LIMIT_SECONDS + 0.3)  # noqa: ASYNC251 - the fault under test
+        return Reading(messages=1)
+
+    return fetch_each([HostileDialog(name=name)], record, fetch_one, workers=1)
+
+
+ACTS: dict[str, Callable[[str, Record], Awaitable[None] | None]] = {
     "ok": _report(Reading(messages=3)),
     "keyboard-interrupt": _raise(KeyboardInterrupt()),
     "system-exit": _raise(SystemExit(0)),
@@ -111,6 +121,7 @@ ACTS: dict[str, Callable[[str, Record], None]] = {
     "unprintable": _raise(OwnError()),
     "strays": _strays,
     "block": _block,
+    "block-in-a-worker": _block_in_a_worker,
     "negative": _report(Reading(messages=-5)),
     "text": _report(Reading(messages="7")),  # type: ignore[arg-type]
     "bool": _report(Reading(messages=True)),
@@ -134,7 +145,9 @@ class HostileFetcher:
     async def fetch(self, dialogs: Sequence[HostileDialog], record: Record) -> None:
         for dialog in dialogs:
             await asyncio.sleep(0)
-            ACTS[dialog.act](dialog.name, record)
+            more = ACTS[dialog.act](dialog.name, record)
+            if more is not None:
+                await more
 
 
 HOSTILE = Provider(name="hostile", account_model=HostileAccount, make_fetcher=HostileFetcher)
@@ -219,15 +232,16 @@ async def test_a_plugin_exception_holding_its_token_is_logged_redacted(
 # --- Blocking the loop ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("act", ["block", "block-in-a-worker"])
 async def test_a_plugin_blocking_the_loop_is_named(
-    hostile: ScrapeClient, caplog: pytest.LogCaptureFixture
+    hostile: ScrapeClient, caplog: pytest.LogCaptureFixture, act: str
 ) -> None:
-    client = await hostile(hostile_yaml(("calm", [("fine", "ok")]), ("slow", [("d", "block")])))
+    client = await hostile(hostile_yaml(("calm", [("fine", "ok")]), ("slow", [("d", act)])))
     with caplog.at_level(logging.WARNING):
         samples = await get_metrics(client)
     assert up_values(samples)[("hostile", "slow", "d")] == 1.0
-    stalls = [r for r in caplog.records if "blocked the event loop" in r.getMessage()]
-    assert [(r.provider, r.account) for r in stalls] == [("hostile", "slow")]  # type: ignore[attr-defined]
+    stalls = [r for r in caplog.records if "blocking the event loop" in r.getMessage()]
+    assert [r.provider for r in stalls] == ["hostile"]  # type: ignore[attr-defined]
     assert stalls[0].seconds > STALL_LIMIT_SECONDS  # type: ignore[attr-defined]
 
 
