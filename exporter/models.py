@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.yamlfile import NAME_PATTERN
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
 _DURATION_UNITS = {
     "ms": 0.001,
@@ -64,7 +66,7 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 
 
 class FrozenModel(BaseModel):

@@ -30,7 +30,7 @@ from exporter.logs import escape_controls
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason
 from exporter.providers.base import AccountFetcher, Provider
-from exporter.queues.coverage import NO_COVERAGE, Coverage
+from exporter.queues.coverage import coverage_of
 from exporter.queues.names import GroupNames
 from exporter.queues.tally import split_problem
 from exporter.upstream import Clock, RequestNote, Upstream, UpstreamPool
@@ -192,7 +192,7 @@ class AccountRuntime:
             clock=clock,
         )
         self.fetcher: AccountFetcher = provider.make_fetcher(account, self._upstream)
-        self.coverage = _coverage(provider, account)
+        self.coverage = coverage_of(provider.coverage, account, provider.name)
         self.group_names = GroupNames(
             getattr(self.fetcher, "group_names", None),
             (by for d in account.dialogs if (by := getattr(d, "group_by", None)) is not None),
@@ -387,22 +387,6 @@ def _cancelled_from_outside() -> bool:
     """Whether the running task was asked to stop (not a CancelledError a provider raised)."""
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
-
-
-def _coverage(provider: Provider[Any], account: AccountConfig) -> Coverage:
-    """The provider's coverage of the account's dialogs; none if a plugin's raises."""
-    try:
-        return provider.coverage(account)
-    except Exception as exc:
-        log.warning(
-            "dialog coverage unknown",
-            extra={
-                "provider": provider.name,
-                "account": account.name,
-                "detail": type(exc).__name__,
-            },
-        )
-        return NO_COVERAGE
 
 
 def _checked(reading: Reading, max_groups: int | None = None) -> Outcome:

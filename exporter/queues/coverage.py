@@ -9,6 +9,7 @@ items with no configured dialog holding both (``overlapping``, a ``--config.chec
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -16,6 +17,9 @@ from types import MappingProxyType
 from typing import TypeVar
 
 D = TypeVar("D")
+A = TypeVar("A")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,3 +65,25 @@ def nested(
             (name(a), name(b)) for a, b in combinations(members, 2) if not disjoint(a, b)
         )
     return Coverage(MappingProxyType(part_of), tuple(overlapping))
+
+
+def overlap_warning(account: str, pair: tuple[str, str]) -> str:
+    """The ``--config.check`` line for two dialogs that can count the same items."""
+    first, second = pair
+    return (
+        f"warning: account {account}: dialogs {first} and {second} can count the same unread"
+        " items and no dialog of the account contains both; sums over dialogs may count"
+        " them twice (add a dialog that holds both, e.g. one without a filter)"
+    )
+
+
+def coverage_of(coverage: Callable[[A], Coverage], account: A, provider: str) -> Coverage:
+    """A provider's coverage of an account; none (every dialog on its own) if a plugin's
+    coverage function raises, so a bug there costs the ``part_of`` labels, not the account."""
+    try:
+        return coverage(account)
+    except Exception as exc:
+        log.warning(
+            "dialog coverage unknown", extra={"provider": provider, "detail": repr(exc)[:200]}
+        )
+        return NO_COVERAGE
