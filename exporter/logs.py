@@ -53,6 +53,16 @@ def escape_controls(text: str) -> str:
     return "".join(map(_escape, text))
 
 
+def printable(value: object) -> str:
+    """``str(value)`` with its controls escaped, for values from third-party code (a plugin's
+    exception or reason) whose ``__str__`` may itself raise."""
+    try:
+        text = str(value)
+    except BaseException:
+        text = f"(a {type(value).__name__} that cannot be printed)"
+    return escape_controls(text)
+
+
 def _logfmt_value(value: Any) -> str:
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' ="\\'):

@@ -7,20 +7,32 @@ The entry point's name is the ``provider:`` value in the config, its object a
 speaks an interface version this exporter does not, or takes a name already in use is left out
 and named in ``PLUGIN_FAILURES``; it never takes the other providers down. Discovery runs once,
 at import, so every part of the exporter sees the same set.
+
+A plugin's import is third-party code run inside startup (and ``--config.check``): it may raise
+``SystemExit``, raise an exception that cannot even be printed, or never return. So each plugin
+is imported in a thread of its own, all at once, and waited for up to
+``PLUGIN_IMPORT_TIMEOUT`` in all: whatever it raises is caught and named, and one still
+importing then is abandoned (a daemon thread, so it never holds the exit) and named too.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
+from exporter.logs import printable
 from exporter.models import AccountConfig
 from exporter.providers.base import API_VERSION, Provider
 
 ENTRY_POINT_GROUP = "chat_unread_exporter.providers"
 OWN_DISTRIBUTION = "chat-unread-exporter"
+# How long startup waits, in all, for the plugins' imports (run side by side): a heavy SDK
+# imports in a second or two; one that takes longer is taken for hung and left out.
+PLUGIN_IMPORT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,28 +75,70 @@ def _problem_with(name: str, candidate: Any) -> str | None:
     return None
 
 
+class _Import:
+    """One entry point loaded and checked; a plugin's in a daemon thread of its own.
+
+    The built-ins are this distribution's own code and load in the calling thread: in a
+    thread, one importing a module the caller is still importing would wait for it.
+    """
+
+    def __init__(self, entry_point: EntryPoint) -> None:
+        self.entry_point = entry_point
+        self.provider: Provider[Any] | None = None
+        self.problem = ""
+        self._thread: threading.Thread | None = None
+        if _is_own(entry_point):
+            self._load()
+        else:
+            self._thread = threading.Thread(
+                target=self._load, name=f"import plugin {entry_point.name}", daemon=True
+            )
+            self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            candidate = self.entry_point.load()
+            problem = _problem_with(self.entry_point.name, candidate)
+        except BaseException as exc:
+            self.problem = f"importing it failed: {type(exc).__name__}: {printable(exc)}"[:300]
+            return
+        if problem is None:
+            self.provider = candidate
+        else:
+            self.problem = problem
+
+    def finished(self, deadline: float) -> bool:
+        """Whether the import is over, waiting for it until ``deadline`` (monotonic)."""
+        if self._thread is None:
+            return True
+        self._thread.join(max(deadline - time.monotonic(), 0.0))
+        return not self._thread.is_alive()
+
+
 def discover(
-    found: Iterable[EntryPoint],
+    found: Iterable[EntryPoint], timeout: float = PLUGIN_IMPORT_TIMEOUT
 ) -> tuple[dict[str, Provider[Any]], tuple[PluginFailure, ...]]:
-    """Load every entry point; the built-ins first, so a plugin cannot shadow one of them."""
+    """Load every entry point; the built-ins first, so a plugin cannot shadow one of them.
+
+    The plugins' imports start at once and share one ``timeout``, so hung plugins delay
+    startup by at most that, however many there are.
+    """
+    ordered = sorted(found, key=lambda ep: (not _is_own(ep), ep.name, ep.value))
+    imports = [_Import(entry_point) for entry_point in ordered]
+    deadline = time.monotonic() + timeout
     providers: dict[str, Provider[Any]] = {}
     failures: list[PluginFailure] = []
-    for entry_point in sorted(found, key=lambda ep: (not _is_own(ep), ep.name, ep.value)):
-        name, source = entry_point.name, _source(entry_point)
-        if name in providers:
-            failures.append(PluginFailure(name, source, "that provider name is already taken"))
-            continue
-        try:
-            candidate = entry_point.load()
-        except Exception as exc:  # any import-time failure of third-party code
-            failed = f"importing it failed: {type(exc).__name__}: {exc}"
-            failures.append(PluginFailure(name, source, failed[:300]))
-            continue
-        problem = _problem_with(name, candidate)
-        if problem is not None:
+    for loading in imports:
+        name, source = loading.entry_point.name, _source(loading.entry_point)
+        if not loading.finished(deadline):
+            problem = f"importing it did not finish within {timeout:g}s; it was abandoned"
             failures.append(PluginFailure(name, source, problem))
-            continue
-        providers[name] = candidate
+        elif name in providers:
+            failures.append(PluginFailure(name, source, "that provider name is already taken"))
+        elif loading.provider is None:
+            failures.append(PluginFailure(name, source, loading.problem))
+        else:
+            providers[name] = loading.provider
     return providers, tuple(failures)
 
 

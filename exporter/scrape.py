@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
 from exporter.budget import DailyBudget
+from exporter.containment import GuardedEnvelope, KnownDialogs, admitted, log_crash
+from exporter.envelope import non_negative_number
 from exporter.logs import escape_controls
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason
@@ -187,7 +188,7 @@ class AccountRuntime:
             pool,
             account,
             self,
-            envelope=provider,
+            envelope=GuardedEnvelope.of(provider),
             clock=clock,
         )
         self.fetcher: AccountFetcher = provider.make_fetcher(account, self._upstream)
@@ -200,6 +201,7 @@ class AccountRuntime:
         self._clock = clock
         self._last_round: Round | None = None
         self._last_good: dict[str, tuple[Reading, float]] = {}
+        self._known = KnownDialogs(account)
 
     @property
     def last_round(self) -> Round | None:
@@ -274,6 +276,9 @@ class AccountRuntime:
         max_groups = {d.name: getattr(d, "max_groups", None) for d in self.account.dialogs}
 
         def record(dialog: str, outcome: Outcome) -> None:
+            if not self._known.admit(dialog):
+                return
+            outcome = admitted(outcome)
             if isinstance(outcome, Reading):
                 outcome = _checked(outcome, max_groups.get(dialog))
             if isinstance(outcome, Reading):
@@ -297,9 +302,11 @@ class AccountRuntime:
                 await self.fetcher.fetch(self.account.dialogs, record)
         except TimeoutError:  # many slow pages or retries: give up so the next scrape retries
             record_missing(FetchError(Reason.TIMEOUT, f"refresh exceeded {limit:g}s"))
-        except Exception:  # a provider bug must not take other dialogs or the scrape down
-            log.exception("fetch failed unexpectedly account=%s", self.account.name)
-            record_missing(FetchError(Reason.BAD_RESPONSE, "internal error"))
+        except BaseException as exc:  # a provider's bug (SystemExit, say) must stay here
+            if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+                raise  # shutdown or a retired config: stop as asked
+            log_crash(exc, self.account, self._upstream.redact)
+            record_missing(FetchError(Reason.BAD_RESPONSE, f"provider raised {type(exc).__name__}"))
         finally:
             round_.finished_at = self._clock()
             self.stats.last_fetch_duration = time.perf_counter() - started
@@ -376,27 +383,49 @@ class AccountRuntime:
             await asyncio.gather(current.task, return_exceptions=True)
 
 
-def _checked(reading: Reading, max_groups: int | None = None) -> Outcome:
-    """The reading, or ``bad_response`` if a value is not a finite float or its groups do not
-    add up to it.
+def _cancelled_from_outside() -> bool:
+    """Whether the running task was asked to stop (not a CancelledError a provider raised)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
-    Exposition writes every value as a float: one that overflows (a 400-digit count) or is
-    NaN or infinite must fail its own dialog here, not the rendering of the whole scrape.
-    """
-    for item in fields(reading):
-        value = getattr(reading, item.name)
-        if value is None or item.name == "groups":
-            continue
-        try:
-            finite = math.isfinite(float(value))
-        except (OverflowError, TypeError, ValueError):
-            finite = False
-        if not finite:
-            return FetchError(Reason.BAD_RESPONSE, f"{item.name} is not a finite number")
+
+def _checked(reading: Reading, max_groups: int | None = None) -> Outcome:
+    """The reading, or ``bad_response`` if a value breaks :func:`_value_problem`'s rules or
+    its groups do not add up to it."""
+    problem = _value_problem(reading)
+    if problem is not None:
+        return FetchError(Reason.BAD_RESPONSE, problem)
     problem = split_problem(reading, max_groups)
     if problem is not None:
         return FetchError(Reason.BAD_RESPONSE, f"group_by: {problem}")
     return reading
+
+
+COUNTS = ("messages", "mentions", "invitations", "conversations")
+
+
+def _value_problem(reading: Reading) -> str | None:
+    """What is wrong with a reading's values, by the rules ``count()`` holds built-ins to.
+
+    A count is an int (not a bool, not text), non-negative and at most 2**53 (exposed as a
+    float, a larger one is rounded or overflows); the oldest timestamp a finite number >= 0.
+    A plugin builds its ``Reading`` itself, so this is where its -5, "7" or True is refused,
+    for its own dialog, rather than served ``up 1`` or failing the whole scrape's rendering.
+    """
+    for name in COUNTS:
+        value = getattr(reading, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} is a {type(value).__name__}, not an integer"
+        if not 0 <= value <= 2**53:
+            return f"{name} is not a count from 0 to 2**53"
+    oldest = reading.oldest_unread_timestamp
+    if oldest is not None and (
+        isinstance(oldest, bool | str) or non_negative_number(oldest) is None
+    ):
+        return "oldest_unread_timestamp is not a finite number >= 0"
+    return None
 
 
 async def observe_all(

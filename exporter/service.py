@@ -19,6 +19,7 @@ from exporter import __version__
 from exporter.config import ConfigError, ExporterConfig
 from exporter.registry import PROVIDERS
 from exporter.scrape import AccountRuntime
+from exporter.stalls import LoopWatchdog
 from exporter.upstream import Clock, UpstreamPool, default_connection_limit
 
 log = logging.getLogger(__name__)
@@ -53,11 +54,14 @@ class Exporter:
         self._retired: set[AccountRuntime] = set()
         self._reload_lock = asyncio.Lock()
         self._next_reload: asyncio.Task[ExporterConfig] | None = None
+        self._watchdog = LoopWatchdog(PROVIDERS)
 
     async def start(self) -> None:
-        """Open the shared HTTP session and load the config (raises ConfigError)."""
+        """Open the shared HTTP session, watch the loop for a blocking provider, and load the
+        config (raises ConfigError)."""
         self._pool = UpstreamPool(self._upstream_connections, {"User-Agent": USER_AGENT})
         await self.reload()
+        self._watchdog.start()
 
     async def reload(self) -> ExporterConfig:
         """Load the config again; on failure keep serving the old one and raise ConfigError.
@@ -139,6 +143,7 @@ class Exporter:
 
     async def close(self) -> None:
         """Cancel refreshes in flight and close upstream connections."""
+        self._watchdog.stop()
         every_runtime = [*self.runtimes.values(), *self._retired]
         await asyncio.gather(*(rt.cancel() for rt in every_runtime))
         if self._pool is not None:

@@ -71,9 +71,11 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[
     return result
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], what: str) -> T:
-    """Poll ``check`` until it returns something other than None, or fail at the deadline."""
-    deadline = time.monotonic() + DEADLINE
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], what: str, seconds: float = DEADLINE
+) -> T:
+    """Poll ``check`` until it returns something other than None, or fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
     while True:
         result = await check()
         if result is not None:
@@ -122,10 +124,12 @@ async def serving(
     *args: str,
     env: Mapping[str, str] | None = None,
     command: Sequence[str] = (str(EXE),),
+    startup: float = DEADLINE,
 ) -> AsyncIterator[Running]:
     """Start the exporter on a free loopback port; it is killed afterwards whatever happens.
 
     ``command`` runs it: the console script of this venv unless another installation is meant.
+    ``startup`` is how long it may take to listen (longer where a plugin's import hangs).
     """
     port = free_port()
     stdout_path, stderr_path = tmp_path / "stdout.log", tmp_path / "stderr.log"
@@ -152,7 +156,7 @@ async def serving(
                     return None
                 return True if status == 200 else None
 
-            await eventually(healthy, "the exporter to listen")
+            await eventually(healthy, "the exporter to listen", startup)
             yield running
     finally:
         if process.returncode is None:

@@ -3,9 +3,10 @@
 The example plugin in ``examples/provider-plugin`` is installed with pip into a fresh venv (its
 dependencies, the exporter included, come from this test run's venv through a ``.pth`` file, so
 nothing is downloaded) and the exporter running from that venv serves its dialogs next to the
-built-in ones. A package whose entry points fail to import, are not providers, speak another
-interface version or try to take a built-in's name is reported at startup by name, and the
-built-in providers keep working.
+built-in ones. A package whose entry points fail to import (raise ``SystemExit``, raise an
+exception that cannot be printed, or hang), are not providers, speak another interface version
+or try to take a built-in's name is reported at startup and by ``--config.check`` by name, and
+the built-in providers keep working.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.registry import ENTRY_POINT_GROUP, discover
+from exporter.registry import ENTRY_POINT_GROUP, PLUGIN_IMPORT_TIMEOUT, discover
 from exporter.simulator import Simulator
 from tests.support import ROOT, config_yaml, dialog_values, free_port, http_status, value
-from tests.test_cli import eventually, serving, up_values
+from tests.test_cli import DEADLINE, eventually, serving, up_values
 
 EXAMPLE = ROOT / "examples" / "provider-plugin"
 TINCAN_KEY = "tincan-plugin-test-key"
@@ -43,6 +44,9 @@ exploding = "broken_plugins.exploding:PROVIDER"
 notaprovider = "broken_plugins:NOT_A_PROVIDER"
 future = "broken_plugins:FUTURE"
 crisp = "broken_plugins:STOLEN_CRISP"
+exiting = "broken_plugins.exiting:PROVIDER"
+unprintable = "broken_plugins.unprintable:PROVIDER"
+hanging = "broken_plugins.hanging:PROVIDER"
 
 [tool.setuptools]
 packages = ["broken_plugins"]
@@ -55,6 +59,24 @@ from exporter.providers.crisp import PROVIDER as STOLEN_CRISP
 NOT_A_PROVIDER = {"name": "notaprovider"}
 FUTURE = replace(STOLEN_CRISP, name="future", api_version=99)
 """
+
+BROKEN_MODULES = {
+    "exploding": 'raise RuntimeError("this plugin is broken on purpose")\n',
+    "exiting": "raise SystemExit(0)\n",  # before isolation: the exporter exited 0 at startup
+    "unprintable": textwrap.dedent("""\
+        class Unprintable(Exception):
+            def __str__(self):
+                raise RuntimeError("not even a message")
+        raise Unprintable()
+        """),
+    "hanging": "import threading\nthreading.Event().wait()\n",
+}
+IMPORT_PROBLEMS = {
+    "exploding": "importing it failed: RuntimeError: this plugin is broken on purpose",
+    "exiting": "importing it failed: SystemExit: 0",
+    "unprintable": "importing it failed: Unprintable: (a Unprintable that cannot be printed)",
+    "hanging": f"importing it did not finish within {PLUGIN_IMPORT_TIMEOUT:g}s; it was abandoned",
+}
 
 
 def run(*command: str | Path) -> str:
@@ -74,9 +96,8 @@ def plugin_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (broken / "broken_plugins").mkdir(parents=True)
     (broken / "pyproject.toml").write_text(BROKEN_PYPROJECT)
     (broken / "broken_plugins" / "__init__.py").write_text(BROKEN_INIT)
-    (broken / "broken_plugins" / "exploding.py").write_text(
-        'raise RuntimeError("this plugin is broken on purpose")\n'
-    )
+    for module, text in BROKEN_MODULES.items():
+        (broken / "broken_plugins" / f"{module}.py").write_text(text)
     venv = root / "venv"
     run(sys.executable, "-m", "venv", venv)
     python = venv / "bin" / "python"
@@ -162,7 +183,10 @@ async def test_a_plugin_serves_next_to_the_built_in_providers(
     config = tmp_path / "config.yaml"
     config.write_text(config_yaml(sim) + tincan_account)
     command = (str(plugin_python), "-m", "exporter")
-    async with serving(tmp_path, f"--config.file={config}", command=command) as exporter:
+    startup = PLUGIN_IMPORT_TIMEOUT + DEADLINE  # the hanging plugin's import is waited for
+    async with serving(
+        tmp_path, f"--config.file={config}", command=command, startup=startup
+    ) as exporter:
         samples = await exporter.metrics()
         _, stderr = exporter.output()
     assert dialog_values(samples, "chat_unread_messages", "tincan") == {"alice": 4, "bob": 0}
@@ -179,9 +203,10 @@ async def test_a_plugin_serves_next_to_the_built_in_providers(
         "tincan",
     }
     assert set(up.values()) == {1.0}, up
-    for name in ("exploding", "notaprovider", "future", "crisp"):
+    for name in ("exploding", "notaprovider", "future", "crisp", *IMPORT_PROBLEMS):
         assert f"provider={name}" in stderr, stderr
-    assert "this plugin is broken on purpose" in stderr
+    for problem in IMPORT_PROBLEMS.values():
+        assert f'problem="{problem}"' in stderr, stderr
     assert "interface version 99" in stderr
     assert "that provider name is already taken" in stderr
 
@@ -190,17 +215,20 @@ def test_config_check_says_why_a_plugin_provider_is_missing(
     plugin_python: Path, tmp_path: Path
 ) -> None:
     config = tmp_path / "config.yaml"
-    config.write_text(
-        "accounts:\n  - name: x\n    provider: exploding\n    dialogs:\n      - name: d\n"
+    accounts = (
+        f"  - name: x{n}\n    provider: {name}\n    dialogs:\n      - name: d\n"
+        for n, name in enumerate(IMPORT_PROBLEMS)
     )
+    config.write_text("accounts:\n" + "".join(accounts))
     result = subprocess.run(
         [str(plugin_python), "-m", "exporter", f"--config.file={config}", "--config.check"],
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1
-    assert (
-        f"{config}:3: accounts[0].provider: provider 'exploding' is installed but importing it "
-        "failed: RuntimeError: this plugin is broken on purpose"
-    ) in result.stderr
+    assert result.returncode == 1, result.stderr
+    for n, (name, problem) in enumerate(IMPORT_PROBLEMS.items()):
+        assert (
+            f"{config}:{3 + 4 * n}: accounts[{n}].provider: provider {name!r} is installed but "
+            f"{problem}"
+        ) in result.stderr
