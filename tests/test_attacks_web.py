@@ -9,6 +9,7 @@ work can be read. Every loop is bounded; no function of the exporter is patched.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -34,6 +35,7 @@ from tests.support import (
     EXE,
     ClientFactory,
     ExporterFactory,
+    ScrapeClient,
     Server,
     config_yaml,
     free_port,
@@ -513,3 +515,55 @@ def test_any_accept_header_gets_a_served_format(tmp_path: Path) -> None:
             }
             assert version in served[media_type], (accept, headers["content-type"])
         assert "Traceback" not in server.output(tail=10**7)
+
+
+# --------------------------------------------------------------------------------------------
+# HEAD is answered per HTTP: headers, no body, no upstream fetch
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    chunks = []
+    while chunk := await reader.read(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/metrics",
+        "/probe?account=acme-crisp",
+        "/probe?account=acme-crisp&debug=true",
+        "/exporter-metrics",
+    ],
+)
+async def test_head_answers_headers_only_and_fetches_nothing(
+    sim: Simulator, scrape_client: ScrapeClient, target: str, gzip: bool
+) -> None:
+    # Before, HEAD ran the GET handler: it fetched every account and wrote the body without
+    # framing, so the keep-alive client read the body where its next response should be.
+    client = await scrape_client(config_yaml(sim))
+    encoding = "Accept-Encoding: gzip\r\n" if gzip else ""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"HEAD {target} HTTP/1.1\r\nHost: x\r\n{encoding}\r\n"
+        "GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    answer = await read_until_closed(reader)
+    writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:300]
+    # The next response starts right after the HEAD answer's headers, and parses whole.
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:300]
+    assert rest.endswith(b"\r\n\r\nHealthy\n"), answer[:300]
+    assert sum(len(p.requests) for p in sim.providers) == 0
+    # The headers are those of a GET to the same target.
+    get_response = await client.get(target)
+    head_type = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-type:")
+    )
+    assert head_type == get_response.headers["Content-Type"]
