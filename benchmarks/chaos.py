@@ -2,10 +2,13 @@
 
 ``.venv/bin/python benchmarks/run.py chaos [--duration 180]``. The simulators (their own
 process) fail in turns, each provider on its own random schedule: 500s, 429s with a
-Retry-After, hanging answers, reset connections, HTML and truncated bodies. Two scrapers (an HA
-pair, half an interval apart) scrape the real exporter's ``/metrics`` throughout, and SIGHUP
-reloads a config whose accounts' timeouts alternate, so half the accounts get new runtimes.
-The report answers the exporter's promise, "never lies, never dies":
+Retry-After, hanging answers, reset connections, HTML and truncated bodies, and a gzip body
+that inflates to 64 MiB. Two scrapers (an HA pair, half an interval apart) scrape the real
+exporter's ``/metrics`` throughout, each scrape on a new connection, and SIGHUP reloads a
+config whose accounts' timeouts alternate, so half the accounts get new runtimes. In bursts,
+clients that pipeline complete requests and never read the answers take every one of the
+exporter's ``--web.max-connections`` slots, while a watcher asks ``/-/healthy`` twice a
+second. The report answers the exporter's promise, "never lies, never dies":
 
 * failed scrapes: not a 200, a configured dialog without ``chat_unread_up``, ``up 1`` without
   a value or a value without ``up 1`` (there is no ``cache_ttl``), a NaN anywhere;
@@ -16,7 +19,10 @@ The report answers the exporter's promise, "never lies, never dies":
 * recovery after each fault clears (or, for a 429, after its Retry-After has passed): how many
   scrapes began before one showed all that provider's dialogs up, and how long that took;
 * the exporter's resident memory and open file descriptors after the warm-up and at the end,
-  each taken between scrapes with every provider healthy.
+  each taken between scrapes with every provider healthy, and their peaks (memory: the
+  kernel's high-water mark, so a short spike such as an inflated body is not missed);
+* ``/-/healthy``: checks that failed, and the longest time it was held off (from a failed
+  check to the next that succeeded).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import os
 import random
 import re
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -63,6 +70,9 @@ class Settings:
     reload_every: float
     warm_up: float
     seed: int
+    max_connections: int  # --web.max-connections; each burst of non-reading clients takes all
+    hold_every: float  # seconds between bursts
+    hold_for: float  # seconds a burst keeps its connections
 
     @property
     def grace(self) -> float:
@@ -150,6 +160,8 @@ class Run:
     samples: dict[str, Sample] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
     peak: Sample = field(default_factory=lambda: Sample(0.0, 0))
+    health: list[tuple[float, bool]] = field(default_factory=list)  # when asked, answered 200
+    bursts: int = 0
 
 
 def chaos_config(settings: Settings, urls: dict[str, str], generation: int) -> str:
@@ -280,9 +292,67 @@ async def reload_timestamp(http: aiohttp.ClientSession, url: str) -> float | Non
 
 async def watch(run: Run, pid: int, until: float) -> None:
     while time.monotonic() < until:
-        now = sample(pid)
-        run.peak = Sample(max(run.peak.rss_mb, now.rss_mb), max(run.peak.fds, now.fds))
+        now, hwm = sample(pid), procs.memory(pid).hwm_mb
+        run.peak = Sample(max(run.peak.rss_mb, hwm), max(run.peak.fds, now.fds))
         await asyncio.sleep(1.0)
+
+
+# What each non-reading client sends at once: enough requests that the answers fill its
+# receive buffer and the exporter's send buffers. /exporter-metrics, not /metrics: the point
+# is the blocked writes, not making every account fetch again a thousand times.
+NON_READING_REQUESTS = b"GET /exporter-metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 1000
+
+
+async def hold_slots(run: Run, url: str, until: float) -> None:
+    """Bursts of clients that send complete requests and never read, one per slot."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    while time.monotonic() + run.settings.hold_every + run.settings.hold_for < until:
+        await asyncio.sleep(run.settings.hold_every)
+        clients: list[socket.socket] = []
+        try:
+            for _ in range(run.settings.max_connections):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.setblocking(False)
+                clients.append(sock)
+                await loop.sock_connect(sock, (host, int(port)))
+                await loop.sock_sendall(sock, NON_READING_REQUESTS)
+            run.bursts += 1
+            await asyncio.sleep(run.settings.hold_for)
+        except OSError:  # the exporter closed one already (replaced or timed out): fine
+            await asyncio.sleep(run.settings.hold_for)
+        finally:
+            for sock in clients:
+                sock.close()
+
+
+async def watch_health(url: str, run: Run, until: float) -> None:
+    """``/-/healthy`` twice a second, each on a new connection, as a liveness probe does."""
+    timeout = aiohttp.ClientTimeout(total=1.0)
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as http:
+        while time.monotonic() < until:
+            asked = time.time()
+            try:
+                async with http.get(f"{url}/-/healthy") as response:
+                    run.health.append((asked, response.status == 200))
+            except (aiohttp.ClientError, TimeoutError):
+                run.health.append((asked, False))
+            await asyncio.sleep(max(0.0, asked + 0.5 - time.time()))
+
+
+def held_off(health: Sequence[tuple[float, bool]]) -> float:
+    """The longest time from a failed ``/-/healthy`` check to the next that succeeded."""
+    longest, since = 0.0, None
+    for asked, ok in health:
+        if not ok and since is None:
+            since = asked
+        elif ok and since is not None:
+            longest, since = max(longest, asked - since), None
+    if since is not None:
+        longest = max(longest, health[-1][0] - since)
+    return longest
 
 
 async def quiet_sample(http: aiohttp.ClientSession, run: Run, url: str, pid: int) -> Sample:
@@ -297,12 +367,16 @@ async def quiet_sample(http: aiohttp.ClientSession, run: Run, url: str, pid: int
 async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
     run = Run(settings)
     timeout = aiohttp.ClientTimeout(total=settings.deadline + 5)
+    # A new connection per request: the non-reading clients make the exporter replace idle
+    # keep-alive connections, and aiohttp, unlike Prometheus, does not retry on a new one.
+    connector = aiohttp.TCPConnector(force_close=True)
+    flags = [f"--web.max-connections={settings.max_connections}"]
     async with (
-        aiohttp.ClientSession(timeout=timeout) as http,
+        aiohttp.ClientSession(timeout=timeout, connector=connector) as http,
         procs.simulators(settings.scenario, settings.latency) as sims,
     ):
         config = chaos_config(settings, sims.urls, 0)
-        async with procs.exporter(config, http) as exporter:
+        async with procs.exporter(config, http, flags=flags) as exporter:
             log(f"exporter ready (pid {exporter.pid}); warming up")
             first = await scrape(http, run, exporter.url)
             run.expected = set(first.up)
@@ -321,6 +395,8 @@ async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
                 *(flap(http, run, sims.urls["control"], p, faults_until) for p in PROVIDERS),
                 reloader(http, run, exporter, sims.urls, faults_until),
                 watch(run, exporter.pid, until),
+                hold_slots(run, exporter.url, faults_until),
+                watch_health(exporter.url, run, until),
             )
             run.samples["end"] = await quiet_sample(http, run, exporter.url, exporter.pid)
             run.failures = fetch_failures(exporter.log_path.read_text(encoding="utf-8"))
@@ -391,6 +467,13 @@ def false_alarms(run: Run) -> Counter[str]:
     return found
 
 
+# The 8 MiB cap on an upstream body, parsed, costs some tens of MB; 64 MiB inflated, hundreds.
+PEAK_HEADROOM_MB = 64.0
+# A burst's connections are serving (not yet blocked, so not replaceable) while the exporter
+# renders their first answers; after that a health check replaces one.
+HEALTH_HELD_OFF_LIMIT = 3.0
+
+
 def report(run: Run) -> tuple[str, bool]:
     settings = run.settings
     failed = [r for r in run.scrapes if r.problems]
@@ -402,6 +485,8 @@ def report(run: Run) -> tuple[str, bool]:
         by_kind.setdefault(recovery.window.kind, []).append(recovery)
     start, end = run.samples["start"], run.samples["end"]
     lied, alarms = lies(run), false_alarms(run)
+    failed_checks = sum(1 for _, ok in run.health if not ok)
+    longest_off = held_off(run.health)
     lines = [
         f"chaos run: {settings.duration:g} s, scenario {settings.scenario.name} "
         f"({settings.scenario.accounts} accounts, {settings.scenario.dialogs} dialogs), "
@@ -441,6 +526,10 @@ def report(run: Run) -> tuple[str, bool]:
         f"exporter RSS: {start.rss_mb:.1f} MB after warm-up, {end.rss_mb:.1f} MB at the end "
         f"(peak {run.peak.rss_mb:.1f} MB)",
         f"exporter open fds: {start.fds} after warm-up, {end.fds} at the end (peak {run.peak.fds})",
+        f"non-reading clients: {run.bursts} bursts of {settings.max_connections} (every slot), "
+        f"each held {settings.hold_for:g} s",
+        f"/-/healthy: {len(run.health)} checks, {failed_checks} failed, longest held off "
+        f"{longest_off:.1f} s",
     ]
     goals = [
         ("0 failed scrapes", not failed),
@@ -452,6 +541,14 @@ def report(run: Run) -> tuple[str, bool]:
         ),
         ("RSS flat (end within 5 MB of start)", end.rss_mb - start.rss_mb <= 5.0),
         ("open fds flat (end within 5 of start)", end.fds - start.fds <= 5),
+        (
+            f"RSS peak within {PEAK_HEADROOM_MB:g} MB of start (an inflated body is capped)",
+            run.peak.rss_mb - start.rss_mb <= PEAK_HEADROOM_MB,
+        ),
+        (
+            f"/-/healthy never held off {HEALTH_HELD_OFF_LIMIT:g} s or more",
+            longest_off < HEALTH_HELD_OFF_LIMIT,
+        ),
     ]
     lines += ["", "Goals:"] + [f"  {'PASS' if ok else 'FAIL'}  {name}" for name, ok in goals]
     return "\n".join(lines), all(ok for _, ok in goals)
@@ -485,6 +582,9 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         reload_every=15.0,
         warm_up=5.0,
         seed=args.seed,
+        max_connections=16,
+        hold_every=20.0,
+        hold_for=10.0,
     )
 
 

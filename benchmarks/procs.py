@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,11 +147,15 @@ class ExporterProcess:
 
 @contextlib.asynccontextmanager
 async def exporter(
-    config_text: str, session: aiohttp.ClientSession, wrapper: list[str] | None = None
+    config_text: str,
+    session: aiohttp.ClientSession,
+    wrapper: list[str] | None = None,
+    flags: Sequence[str] = (),
 ) -> AsyncIterator[ExporterProcess]:
     """Run the real console script on a generated config; ready once ``/-/ready`` answers 200.
 
     ``wrapper`` prefixes the command (e.g. a profiler); the pid measured is then the wrapper's.
+    ``flags`` are added to the command line.
     """
     workdir = Path(tempfile.mkdtemp(prefix="chat-unread-bench-"))
     config_path = workdir / "config.yaml"
@@ -167,6 +171,7 @@ async def exporter(
         f"127.0.0.1:{port}",
         "--log.level",
         "warn",
+        *flags,
     ]
     started = time.perf_counter()
     with log_path.open("wb") as log:

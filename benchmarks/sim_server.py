@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import gzip
 import json
 import signal
 import sys
@@ -41,7 +43,19 @@ from exporter.simulator import (
 )
 from exporter.simulator.base import Handler
 
+# The inflated size of the gzip_bomb fault's body: eight times the exporter's 8 MiB cap.
+GZIP_BOMB_SIZE = 64 * 1024 * 1024
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    """A JSON string of ``GZIP_BOMB_SIZE`` bytes, gzipped to about 64 kB; made once."""
+    return gzip.compress(b'"' + b"0" * (GZIP_BOMB_SIZE - 2) + b'"', compresslevel=9)
+
+
 # What a provider can be made to do instead of answering, given the Retry-After for 429s.
+# gzip_bomb answers with a Content-Length of the compressed size, which once let the body
+# past the exporter's size cap (issue 15, defect 1).
 FAULTS: dict[str, Callable[[float], Fault]] = {
     "http_500": lambda _: Fault.answer(500, {"error": True, "message": "internal error"}),
     "http_429": lambda retry_after: Fault.answer(
@@ -51,6 +65,7 @@ FAULTS: dict[str, Callable[[float], Fault]] = {
     "reset": lambda _: Fault.reset(),
     "html_200": lambda _: Fault.answer(200, "<html><body>maintenance</body></html>"),
     "truncated_json": lambda _: Fault.answer(200, b'{"RC": 0, "result": {"ba'),
+    "gzip_bomb": lambda _: Fault.answer(200, gzip_bomb(), headers={"Content-Encoding": "gzip"}),
 }
 
 
@@ -143,7 +158,11 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
         provider = next(p for p in providers if p.name == request.query["provider"])
         kind = request.query["kind"]
         retry_after = float(request.query.get("retry_after", "60"))
-        provider.fault = None if kind == "none" else FAULTS[kind](retry_after)
+        # In a thread: the first gzip_bomb takes seconds to compress, and the other
+        # providers keep answering meanwhile.
+        provider.fault = (
+            None if kind == "none" else await asyncio.to_thread(FAULTS[kind], retry_after)
+        )
         return web.Response(text="ok\n")
 
     control = web.Application()

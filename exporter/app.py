@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -67,8 +67,17 @@ IN_FLIGHT_KEY = web.AppKey("metrics_in_flight", SharedScrapes[bytes])
 
 async def _send(request: web.Request, body: bytes, content_type: str) -> web.StreamResponse:
     """Stream a rendered body (gzip when asked): aiohttp keeps the last ``web.Response`` of an
-    idle keep-alive connection alive, which would pin a multi-megabyte body per scraper."""
+    idle keep-alive connection alive, which would pin a multi-megabyte body per scraper.
+
+    A HEAD request gets the headers alone, and its handler calls this before any upstream
+    fetch or rendering: HEAD asks for the headers a GET would get, nothing more. (aiohttp
+    answers HEAD on every GET route with the GET handler, and a streamed body written for
+    HEAD goes out unframed, where a keep-alive client reads it as its next response.)"""
     response = web.StreamResponse(headers={"Content-Type": content_type})
+    if request.method == hdrs.METH_HEAD:  # no compression either: gzip's empty frame is a body
+        await response.prepare(request)
+        await response.write_eof()
+        return response
     response.enable_compression()
     await response.prepare(request)
     await response.write(body)
@@ -126,6 +135,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     exporter = request.app[EXPORTER_KEY]
     wait_seconds = scrape_timeout(request)
     encoder, content_type = negotiate(request.headers.get("Accept", ""))
+    if request.method == hdrs.METH_HEAD:
+        return await _send(request, b"", content_type)
     runtimes = list(exporter.runtimes.values())
     # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
     key = f"{content_type}|{wait_seconds:.3f}"
@@ -155,6 +166,8 @@ async def exporter_metrics(request: web.Request) -> web.StreamResponse:
     For the multi-target setup: Probes collect the dialogs, and this endpoint lets Prometheus
     watch the exporter itself without making it fetch every account a second time.
     """
+    if request.method == hdrs.METH_HEAD:
+        return await _send(request, b"", negotiate(request.headers.get("Accept", ""))[1])
     exporter = request.app[EXPORTER_KEY]
     registry = CollectorRegistry(auto_describe=False)
     snapshots = [runtime.snapshot() for runtime in exporter.runtimes.values()]
@@ -180,7 +193,12 @@ async def probe(request: web.Request) -> web.StreamResponse:
         runtimes = exporter.select(accounts, providers)
     except UnknownTargetError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
-    results = await observe_all(runtimes, scrape_timeout(request))
+    wait_seconds = scrape_timeout(request)
+    if request.method == hdrs.METH_HEAD:
+        accept = request.headers.get("Accept", "")
+        content_type = "text/plain; charset=utf-8" if debug else negotiate(accept)[1]
+        return await _send(request, b"", content_type)
+    results = await observe_all(runtimes, wait_seconds)
     if debug:
         return web.Response(text=_debug_trace(results))
     registry = CollectorRegistry(auto_describe=False)

@@ -18,6 +18,7 @@ from exporter.app import make_app
 from exporter.config import ConfigError, ExporterConfig, load_config, parse_config
 from exporter.connections import (
     DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
     ConnectionGuard,
     RepeatedLogFilter,
     default_max_connections,
@@ -85,6 +86,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="close a connection that has not sent a complete request head this long after "
         "opening or after its previous request, idle keep-alive ones included "
+        "(default: %(default)g)",
+    )
+    parser.add_argument(
+        "--web.write-timeout",
+        dest="write_timeout",
+        type=_positive_seconds,
+        default=DEFAULT_WRITE_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection whose client has read nothing of a response for this long "
+        "(its output blocked); at --web.max-connections such a connection is replaced "
         "(default: %(default)g)",
     )
     parser.add_argument(
@@ -222,20 +233,21 @@ async def serve(args: argparse.Namespace) -> int:
         if simulator is not None:
             evolution = asyncio.create_task(simulator.run_evolution())
         app = make_app(exporter, web_config, reload_enabled=not args.disable_reload)
-        guard = ConnectionGuard(args.header_timeout, args.max_connections)
+        guard = ConnectionGuard(
+            args.header_timeout, args.max_connections, args.write_timeout, ssl_context
+        )
         guard.install(app)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         RepeatedLogFilter().install()
         assert runner.server is not None  # set by setup()
         try:
-            # Not web.TCPSite: it cannot put the guard between the socket and aiohttp.
+            # Not web.TCPSite: it cannot put the guard between the socket and aiohttp. No ssl=
+            # either: the guard does the handshake, so that it counts and bounds it.
             listener = await asyncio.get_running_loop().create_server(
                 guard.protocol_factory(runner.server),
                 host,
                 port,
-                ssl=ssl_context,
-                ssl_handshake_timeout=args.header_timeout if ssl_context else None,
             )
         except (OSError, ValueError) as exc:  # ValueError: a host name that IDNA refuses
             await runner.cleanup()

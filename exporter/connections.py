@@ -10,11 +10,20 @@ unanswered. ``ConnectionGuard`` wraps the protocol aiohttp makes for each connec
   deliver a complete request head; a connection that has not is closed. Slow and idle clients
   alike are dropped, whatever aiohttp's keep-alive timer (which in older versions is not armed
   before the first request) does;
+- gives a response ``write_timeout`` seconds whenever its output is blocked because the
+  client reads nothing (the socket's buffers are full and asyncio pauses the writer); a
+  connection still blocked then is closed. Without it, clients that send complete requests
+  and never read the answers hold a handler, its body and a slot each for ever;
+- does the TLS handshake itself (``loop.start_tls``) after admitting the connection, so a
+  connection in its handshake is counted and bounded like one sending its head. Left to
+  ``create_server``, asyncio hands a connection to the protocol only once its handshake is
+  done: 300 stalled handshakes were never counted and took the process to its file limit;
 - keeps at most ``max_connections`` open. At the limit, a new connection takes the place of
-  the one that has waited longest for a request head (the slow client, or an idle keep-alive
-  connection that its client reopens on demand); only when every connection is serving a
-  request is the new one refused. So a health check still gets through while slow clients
-  hold every slot.
+  the one that has waited longest for a request head (the slow client, a stalled handshake,
+  or an idle keep-alive connection that its client reopens on demand), else of the one whose
+  output has been blocked longest (a client that does not read its answer); only when every
+  connection is serving a request and writing is the new one refused. So a health check
+  still gets through while slow or non-reading clients hold every slot.
 
 A connection counts as serving from the moment its request reaches the app (the head is
 complete) until the handler returns; the guard learns both from a middleware it installs.
@@ -28,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -41,6 +51,7 @@ __all__ = ["ConnectionGuard", "RepeatedLogFilter", "default_max_connections"]
 log = logging.getLogger(__name__)
 
 DEFAULT_HEADER_TIMEOUT: Final = 20.0
+DEFAULT_WRITE_TIMEOUT: Final = 20.0
 DEFAULT_MAX_CONNECTIONS: Final = 512
 # Records of one kind that clients can cause are logged at most this often; see
 # RepeatedLogFilter.
@@ -49,24 +60,54 @@ MAX_LOG_KINDS: Final = 1000
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: aiohttp's protocol, with the guard's deadline and bookkeeping."""
+    """One client connection: aiohttp's protocol, with the guard's deadlines and bookkeeping."""
 
     def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
         self.guard = guard
         self.inner = inner
         self.transport: asyncio.Transport | None = None
-        self.admitted = False
+        self.started = False  # handed to aiohttp (after the TLS handshake, with TLS)
         self.requests = 0  # in progress: more than one only if a client pipelines
-        self.deadline: asyncio.TimerHandle | None = None
+        self.deadline: asyncio.TimerHandle | None = None  # for a request head
+        self.write_deadline: asyncio.TimerHandle | None = None  # while output is blocked
+        self.handshake: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.admitted = self.guard.admit(self)
-        if self.admitted:
-            self.inner.connection_made(transport)
-        else:
+        if not self.guard.admit(self):
             transport.abort()
+        elif self.guard.ssl_context is None:
+            self.start(transport)
+        else:
+            transport.pause_reading()  # the handshake's bytes are for start_tls, not aiohttp
+            self.handshake = asyncio.ensure_future(self._handshake(transport))
+
+    async def _handshake(self, transport: asyncio.Transport) -> None:
+        """TLS on an admitted connection; it waits for a request head meanwhile, so the
+        guard's header deadline and the connection limit apply to it."""
+        assert self.guard.ssl_context is not None
+        if transport.is_closing():  # lost before this task ran; start_tls would wait it out
+            return
+        try:
+            tls = await asyncio.get_running_loop().start_tls(
+                transport,
+                self,
+                self.guard.ssl_context,
+                server_side=True,
+                ssl_handshake_timeout=self.guard.header_timeout,
+            )
+        except OSError as exc:  # TLS errors, resets and timeouts are OSErrors; start_tls closed it
+            self.drop(f"TLS handshake failed: {type(exc).__name__}")
+            return
+        if tls is None or not self.guard.counts(self):  # closed or replaced meanwhile
+            return
+        self.start(tls)
+
+    def start(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.started = True
+        self.inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
         self.inner.data_received(data)
@@ -75,20 +116,22 @@ class _Connection(asyncio.Protocol):
         return self.inner.eof_received()
 
     def pause_writing(self) -> None:
+        self.guard.blocked(self)
         self.inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self.guard.unblocked(self)
         self.inner.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)
-        if self.admitted:
+        if self.started:
             self.inner.connection_lost(exc)
 
     def drop(self, why: str) -> None:
-        """Close at once, without a goodbye: the connection waits for a request head, so no
-        handler is cut short, and the guard stops counting it now rather than when asyncio
-        reports it lost."""
+        """Close at once, without a goodbye, and stop counting the connection now rather than
+        when asyncio reports it lost. It waits for a request head (no handler is cut short)
+        or has a response blocked that its client does not read (that handler's write fails)."""
         self.guard.forget(self)
         if self.transport is not None:
             log.debug("closing a connection", extra={"reason": why})
@@ -98,12 +141,22 @@ class _Connection(asyncio.Protocol):
 class ConnectionGuard:
     """Header-read deadline and connection limit for one HTTP server (see the module doc)."""
 
-    def __init__(self, header_timeout: float, max_connections: int) -> None:
+    def __init__(
+        self,
+        header_timeout: float,
+        max_connections: int,
+        write_timeout: float = DEFAULT_WRITE_TIMEOUT,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self.write_timeout = write_timeout
+        self.ssl_context = ssl_context  # None: plain HTTP
         self._open: dict[asyncio.BaseProtocol, _Connection] = {}  # by aiohttp's protocol
         # Connections waiting for a request head, longest-waiting first.
         self._waiting: OrderedDict[_Connection, None] = OrderedDict()
+        # Connections whose output is blocked by a client not reading, longest-blocked first.
+        self._blocked: OrderedDict[_Connection, None] = OrderedDict()
 
     def protocol_factory(
         self, factory: Callable[[], asyncio.Protocol]
@@ -134,19 +187,43 @@ class ConnectionGuard:
     def admit(self, connection: _Connection) -> bool:
         """Count a new connection, making room for it if need be; False: refuse it."""
         if len(self._open) >= self.max_connections:
-            if not self._waiting:
+            if self._waiting:
+                oldest = next(iter(self._waiting))
+                oldest.drop("connection limit reached: the longest wait for a request head")
+            elif self._blocked:
+                oldest = next(iter(self._blocked))
+                oldest.drop("connection limit reached: the longest-blocked response")
+            else:
                 log.debug("refusing a connection: every connection is serving a request")
                 return False
-            oldest = next(iter(self._waiting))
-            oldest.drop("connection limit reached: the longest wait for a request head")
         self._open[connection.inner] = connection
         self._wait(connection)
         return True
+
+    def counts(self, connection: _Connection) -> bool:
+        """Whether ``connection`` is open and counted (not dropped or replaced)."""
+        return self._open.get(connection.inner) is connection
 
     def forget(self, connection: _Connection) -> None:
         """Stop counting a connection that is closed or being closed."""
         if self._open.pop(connection.inner, None) is not None:
             self._stop_waiting(connection)
+            self.unblocked(connection)
+
+    def blocked(self, connection: _Connection) -> None:
+        """The connection's output is paused: its client has not read what was sent."""
+        if self.counts(connection) and connection.write_deadline is None:
+            self._blocked[connection] = None
+            connection.write_deadline = asyncio.get_running_loop().call_later(
+                self.write_timeout, self._expire_write, connection
+            )
+
+    def unblocked(self, connection: _Connection) -> None:
+        """The client read enough for output to flow again (or the connection is gone)."""
+        self._blocked.pop(connection, None)
+        if connection.write_deadline is not None:
+            connection.write_deadline.cancel()
+            connection.write_deadline = None
 
     def _wait(self, connection: _Connection) -> None:
         self._waiting[connection] = None
@@ -166,6 +243,9 @@ class ConnectionGuard:
 
     def _expire(self, connection: _Connection) -> None:
         connection.drop(f"no complete request head within {self.header_timeout:g} s")
+
+    def _expire_write(self, connection: _Connection) -> None:
+        connection.drop(f"the client read nothing of its response for {self.write_timeout:g} s")
 
 
 def default_max_connections() -> int:

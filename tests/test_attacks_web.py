@@ -9,14 +9,17 @@ work can be read. Every loop is bounded; no function of the exporter is patched.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
 import resource
 import signal
 import socket
+import ssl
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -24,6 +27,7 @@ from pathlib import Path
 import aiohttp
 import bcrypt
 import pytest
+import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
@@ -34,6 +38,7 @@ from tests.support import (
     EXE,
     ClientFactory,
     ExporterFactory,
+    ScrapeClient,
     Server,
     config_yaml,
     free_port,
@@ -56,8 +61,11 @@ def cheap_hash(password: str, cost: int = 4) -> str:
 
 
 @contextmanager
-def exporter(tmp_path: Path, *args: str, open_files: int | None = None) -> Iterator[Server]:
-    """The demo exporter on a free port; ``open_files`` lowers its RLIMIT_NOFILE."""
+def exporter(
+    tmp_path: Path, *args: str, open_files: int | None = None, tls: ssl.SSLContext | None = None
+) -> Iterator[Server]:
+    """The demo exporter on a free port; ``open_files`` lowers its RLIMIT_NOFILE; ``tls``:
+    the client context to check it is up with, when its web config (in ``args``) sets TLS."""
     port = free_port()
 
     def limit_files() -> None:
@@ -76,7 +84,11 @@ def exporter(tmp_path: Path, *args: str, open_files: int | None = None) -> Itera
         )
     server = Server("exporter", port, process, log)
     try:
-        wait_ready(server, "/-/healthy")
+        if tls is None:
+            wait_ready(server, "/-/healthy")
+        else:
+            url = f"https://127.0.0.1:{port}/-/healthy"
+            wait_for(lambda: https_status(url, tls) == 200, "/-/healthy", servers=[server])
         yield server
     finally:
         server.stop()
@@ -200,7 +212,7 @@ def test_a_slow_body_does_not_hold_the_connection(tmp_path: Path) -> None:
 
 
 def test_idle_keep_alive_connections_are_bounded(tmp_path: Path) -> None:
-    args = ("--web.max-connections=20", "--web.read-header-timeout=60")
+    args = ("--web.max-connections=20", "--web.read-header-timeout=60", "--web.write-timeout=2")
     with exporter(tmp_path, *args) as server:
         baseline = open_fds(server)
         idle = []
@@ -215,6 +227,110 @@ def test_idle_keep_alive_connections_are_bounded(tmp_path: Path) -> None:
             assert http_status(f"{server.url}/-/healthy") == 200
         finally:
             close_all(idle)
+
+
+def non_reading_client(port: int, requests: int = 500) -> socket.socket:
+    """A client that pipelines complete ``GET /metrics`` requests and never reads: the
+    answers (about 20 kB each) fill its small receive buffer and the server's send buffers,
+    and the server's writes block."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n" * requests)
+    return sock
+
+
+def send_queues(port: int) -> list[int]:
+    """Bytes the kernel holds unsent on each connection of the server on loopback ``port``."""
+    local = f"0100007F:{port:04X}"
+    rows = [row.split() for row in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    # Columns: sl, local, remote, state (01: established), tx_queue:rx_queue, ...
+    return [int(row[4].split(":")[0], 16) for row in rows if row[1] == local and row[3] == "01"]
+
+
+def test_clients_that_do_not_read_are_dropped_and_replaced(tmp_path: Path) -> None:
+    # Before, a connection whose answers were never read served its request for ever: it
+    # was never the one replaced, so with every slot so held /-/healthy was refused for as
+    # long as the clients stayed, and each held a handler and its body.
+    args = ("--web.max-connections=4", "--web.read-header-timeout=60", "--web.write-timeout=3")
+    with exporter(tmp_path, *args) as server:
+        readers = [non_reading_client(server.port) for _ in range(4)]
+        try:
+            # Until the server has stopped writing to any of them: their buffers are full.
+            last: list[int] = []
+
+            def blocked() -> bool:
+                nonlocal last
+                queues, last = last, send_queues(server.port)
+                return len(last) == 4 and min(last) > 0 and queues == last
+
+            wait_for(blocked, "every slot held by a client that does not read")
+            # Health checks get through: the connection blocked longest is replaced.
+            for _ in range(3):
+                assert http_status(f"{server.url}/-/healthy") == 200
+            # And a client that reads nothing for --web.write-timeout is dropped.
+            wait_for(lambda: not send_queues(server.port), "the non-reading clients to go")
+        finally:
+            close_all(readers)
+        server.check_alive()
+
+
+@pytest.fixture(scope="module")
+def mtls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
+    """A web config file requiring client certificates, and a client context that has one."""
+    directory = tmp_path_factory.mktemp("mtls")
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(directory / "server.pem")
+    )
+    ca.cert_pem.write_to_path(str(directory / "ca.crt"))
+    web_config = directory / "web.yml"
+    web_config.write_text(
+        "tls_server_config:\n"
+        f"  cert_file: {directory / 'server.pem'}\n"
+        f"  key_file: {directory / 'server.pem'}\n"
+        "  client_auth_type: RequireAndVerifyClientCert\n"
+        f"  client_ca_file: {directory / 'ca.crt'}\n"
+    )
+    client = ssl.create_default_context()
+    ca.configure_trust(client)
+    ca.issue_cert("client.example.org").configure_cert(client)
+    return web_config, client
+
+
+def https_status(url: str, context: ssl.SSLContext) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=5, context=context) as response:
+            return int(response.status)
+    except OSError:  # refused, reset, timed out, or a handshake that failed
+        return None
+
+
+def test_stalled_tls_handshakes_are_counted_and_bounded(
+    tmp_path: Path, mtls: tuple[Path, ssl.SSLContext]
+) -> None:
+    # Before, asyncio handed a TLS connection to the guard only once its handshake was
+    # done: 300 connections that never sent a ClientHello took the exporter to its open-file
+    # limit, and health checks over mutual TLS failed 3 times in 5.
+    web_config, client = mtls
+    args = (f"--web.config.file={web_config}",)
+    with exporter(tmp_path, *args, open_files=128, tls=client) as server:
+        url = f"https://127.0.0.1:{server.port}/-/healthy"
+        stalled = []
+        try:
+            for _ in range(300):  # a TCP connection, then not a byte
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.connect_ex(("127.0.0.1", server.port))
+                stalled.append(sock)
+            wait_for(lambda: len(send_queues(server.port)) <= 64, "at most 64 to be kept")
+            for _ in range(5):
+                assert https_status(url, client) == 200
+            assert open_fds(server) < 128
+        finally:
+            close_all(stalled)
+        server.check_alive()
+        assert server.output(tail=10**7).count("Traceback") <= 2
 
 
 @pytest.mark.parametrize(
@@ -513,3 +629,55 @@ def test_any_accept_header_gets_a_served_format(tmp_path: Path) -> None:
             }
             assert version in served[media_type], (accept, headers["content-type"])
         assert "Traceback" not in server.output(tail=10**7)
+
+
+# --------------------------------------------------------------------------------------------
+# HEAD is answered per HTTP: headers, no body, no upstream fetch
+
+
+async def read_until_closed(reader: asyncio.StreamReader) -> bytes:
+    chunks = []
+    while chunk := await reader.read(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("gzip", [False, True], ids=["identity", "gzip"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/metrics",
+        "/probe?account=acme-crisp",
+        "/probe?account=acme-crisp&debug=true",
+        "/exporter-metrics",
+    ],
+)
+async def test_head_answers_headers_only_and_fetches_nothing(
+    sim: Simulator, scrape_client: ScrapeClient, target: str, gzip: bool
+) -> None:
+    # Before, HEAD ran the GET handler: it fetched every account and wrote the body without
+    # framing, so the keep-alive client read the body where its next response should be.
+    client = await scrape_client(config_yaml(sim))
+    encoding = "Accept-Encoding: gzip\r\n" if gzip else ""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        f"HEAD {target} HTTP/1.1\r\nHost: x\r\n{encoding}\r\n"
+        "GET /-/healthy HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
+    await writer.drain()
+    answer = await read_until_closed(reader)
+    writer.close()
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:300]
+    # The next response starts right after the HEAD answer's headers, and parses whole.
+    assert rest.startswith(b"HTTP/1.1 200 OK\r\n"), answer[:300]
+    assert rest.endswith(b"\r\n\r\nHealthy\n"), answer[:300]
+    assert sum(len(p.requests) for p in sim.providers) == 0
+    # The headers are those of a GET to the same target.
+    get_response = await client.get(target)
+    head_type = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-type:")
+    )
+    assert head_type == get_response.headers["Content-Type"]
