@@ -586,7 +586,8 @@ async def served_common_name(base: URL, ca: trustme.CA) -> tuple[str, int]:
     """The CN of the certificate a new connection is served, and the status of a GET on it."""
     ctx = ssl.create_default_context()
     ca.configure_trust(ctx)
-    assert base.host is not None and base.port is not None
+    assert base.host is not None
+    assert base.port is not None
     reader, writer = await asyncio.open_connection(base.host, base.port, ssl=ctx)
     try:
         subject = dict(item[0] for item in writer.get_extra_info("peercert")["subject"])
