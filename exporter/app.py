@@ -20,7 +20,7 @@ from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__, discovery
 from exporter.buildinfo import BUILD, RuntimeMetrics
-from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.config import ConfigError
 from exporter.configview import redacted_yaml
 from exporter.registry import PROVIDERS
@@ -147,6 +147,7 @@ async def _fetch_and_render(
     results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     if with_own:
         registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
         registry.register(RuntimeMetrics())
@@ -191,6 +192,7 @@ async def probe(request: web.Request) -> web.StreamResponse:
         return web.Response(text=_debug_trace(results))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     return await _render(request, registry)
 
 

@@ -24,6 +24,7 @@ from exporter.connections import (
 )
 from exporter.listeners import DEFAULT_LISTEN, Listener, StartupError, listen
 from exporter.logs import LEVELS, setup_logging
+from exporter.queues.coverage import coverage_of, overlap_warning
 from exporter.registry import PLUGIN_FAILURES, PROVIDERS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
@@ -194,6 +195,10 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
     else:
         dialogs = sum(len(a.dialogs) for a in config.accounts)
         print(f"config {path} is valid: {len(config.accounts)} accounts, {dialogs} dialogs")
+        for account in config.accounts:
+            provider = PROVIDERS[account.provider]
+            for pair in coverage_of(provider.coverage, account, provider.name).overlapping:
+                print(overlap_warning(account.name, pair), file=sys.stderr)
     if web_config_file:
         try:
             web_config = load_web_config(web_config_file)

@@ -14,14 +14,25 @@ import json
 import logging
 import secrets
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self
 from urllib.parse import quote
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from exporter.envelope import non_negative_number, scalars
-from exporter.models import AccountConfig, DialogConfig
-from exporter.providers.base import FetchError, Provider, Reading, Reason, Record, count, record_all
+from exporter.models import AccountConfig, GroupingDialog
+from exporter.providers.base import (
+    Coverage,
+    FetchError,
+    GroupTally,
+    Provider,
+    Reading,
+    Reason,
+    Record,
+    count,
+    nested,
+    record_all,
+)
 from exporter.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -40,13 +51,23 @@ _ERRCODE_REASONS = {
 }
 
 Counts = tuple[int, int]  # (notification_count, highlight_count)
+# State events whose content names a room: its name, else its canonical alias.
+NAME_EVENTS = ("m.room.name", "m.room.canonical_alias")
 
 
-class MatrixDialog(DialogConfig):
+class MatrixDialog(GroupingDialog):
     """One room, by id (``!abc:example.org``) or alias (``#support:example.org``); none: all
-    joined rooms, summed."""
+    joined rooms, summed, and split by room with ``group_by: room``."""
+
+    group_dimensions: ClassVar[tuple[str, ...]] = ("room",)
 
     room: str | None = Field(default=None, pattern=r"^(![^\s]+|#[^\s:]+:[^\s]+)$")
+
+    @model_validator(mode="after")
+    def _group_by_needs_all_rooms(self) -> Self:
+        if self.group_by is not None and self.room is not None:
+            raise ValueError("group_by applies only to the dialog of all joined rooms (no room)")
+        return self
 
 
 class MatrixAccount(AccountConfig):
@@ -87,7 +108,8 @@ def _sync_filter() -> str:
     even a full one, so the timeline keeps its newest event (shrunk to its type by
     ``event_fields``): a room with new messages appears, and a full sync lists every room.
     Read receipts (``m.receipt``) stay, so a room whose count a receipt lowered appears too;
-    state, presence and account data are dropped.
+    of the state, only a room's name and canonical alias stay (the names of ``group_by: room``
+    groups, at no extra request); presence and account data are dropped.
 
     Synapse caches a sync answer for minutes under a key that includes the filter text: the
     ``not_rooms`` entry names a random room that cannot exist, so no request ever repeats an
@@ -95,13 +117,13 @@ def _sync_filter() -> str:
     """
     nonce = secrets.token_hex(8)
     body = {
-        "event_fields": ["type"],
+        "event_fields": ["type", "content.name", "content.alias"],
         "presence": {"not_types": ["*"]},
         "account_data": {"not_types": ["*"]},
         "room": {
             "not_rooms": [f"!{nonce}:{NONCE_SERVER}"],
             "timeline": {"limit": 1},
-            "state": {"not_types": ["*"]},
+            "state": {"types": list(NAME_EVENTS)},
             "ephemeral": {"types": ["m.receipt"]},
             "account_data": {"not_types": ["*"]},
         },
@@ -144,6 +166,7 @@ class MatrixFetcher:
         self._upstream = upstream
         self._since: str | None = None
         self._rooms: dict[str, Counts] = {}
+        self._names: dict[str, dict[str, str]] = {}  # room id -> state event type -> text
         self._aliases: dict[str, str] = {}
 
     async def fetch(self, dialogs: Sequence[MatrixDialog], record: Record) -> None:
@@ -155,7 +178,7 @@ class MatrixFetcher:
         failed = await self._resolve_aliases({d.room for d in dialogs if d.room})
         for dialog in dialogs:
             try:
-                record(dialog.name, self._reading(dialog.room, failed))
+                record(dialog.name, self._reading(dialog, failed))
             except FetchError as exc:
                 record(dialog.name, exc)
 
@@ -198,12 +221,18 @@ class MatrixFetcher:
             room_id: _room_counts(entry, held.get(room_id))
             for room_id, entry in _section(rooms, "join").items()
         }
+        names = {room_id: _names(entry) for room_id, entry in _section(rooms, "join").items()}
         if since is None:
             self._rooms = joined
+            self._names = {}
         else:  # rooms absent from an incremental answer did not change
             for room_id in _section(rooms, "leave"):
                 self._rooms.pop(room_id, None)
+                self._names.pop(room_id, None)
             self._rooms.update(joined)
+        for room_id, found in names.items():
+            if found:
+                self._names.setdefault(room_id, {}).update(found)
         self._since = next_batch
 
     async def _resolve_aliases(self, rooms: set[str]) -> dict[str, FetchError]:
@@ -229,19 +258,71 @@ class MatrixFetcher:
         await asyncio.gather(*(resolve(alias) for alias in unknown))
         return failed
 
-    def _reading(self, room: str | None, failed: dict[str, FetchError]) -> Reading:
+    def _reading(self, dialog: MatrixDialog, failed: dict[str, FetchError]) -> Reading:
+        room = dialog.room
         if room is None:
-            return Reading(
-                messages=sum(n for n, _ in self._rooms.values()),
-                mentions=sum(h for _, h in self._rooms.values()),
-                conversations=sum(1 for n, _ in self._rooms.values() if n),
+            tally = GroupTally(
+                ("messages", "mentions", "conversations"), dialog.group_by, dialog.max_groups
             )
+            for room_id, (messages, mentions) in self._rooms.items():
+                if messages or mentions:  # a room with nothing unread is no queue
+                    tally.add_group(
+                        room_id,
+                        messages=messages,
+                        mentions=mentions,
+                        conversations=1 if messages else 0,
+                        name=self._room_name(room_id),
+                    )
+            return tally.reading()
         if room in failed:
             raise failed[room]
         counts = self._rooms.get(self._aliases.get(room, room))
         if counts is None:
             raise FetchError(Reason.NOT_FOUND, f"{room} is not a joined room of this user")
         return Reading(messages=counts[0], mentions=counts[1])
+
+    def _room_name(self, room_id: str) -> str | None:
+        state = self._names.get(room_id, {})
+        return state.get("m.room.name") or state.get("m.room.canonical_alias")
+
+
+def _names(entry: Any) -> dict[str, str]:
+    """A joined room's name and canonical alias from the state and timeline events it carries
+    (in an incremental answer, only those that changed)."""
+    found: dict[str, str] = {}
+    if not isinstance(entry, dict):
+        return found
+    for section in ("state", "timeline"):
+        events = (
+            entry.get(section, {}).get("events") if isinstance(entry.get(section), dict) else None
+        )
+        for event in events if isinstance(events, list) else ():
+            if not isinstance(event, dict) or event.get("type") not in NAME_EVENTS:
+                continue
+            content = event.get("content")
+            key = "name" if event["type"] == "m.room.name" else "alias"
+            text = content.get(key) if isinstance(content, dict) else None
+            if isinstance(text, str):
+                found[event["type"]] = text[:200]
+    return found
+
+
+def coverage(account: MatrixAccount) -> Coverage:
+    """A room is part of the dialog of all joined rooms; two room ids are two rooms (two
+    aliases, or an alias and an id, may name the same room)."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda _: account.name,
+        is_whole=lambda dialog: dialog.room is None,
+        disjoint=lambda a, b: bool(
+            a.room
+            and b.room
+            and a.room.startswith("!")
+            and b.room.startswith("!")
+            and a.room != b.room
+        ),
+    )
 
 
 PROVIDER = Provider(
@@ -250,4 +331,5 @@ PROVIDER = Provider(
     make_fetcher=MatrixFetcher,
     error_messages=error_messages,
     retry_after=retry_after,
+    coverage=coverage,
 )

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from exporter.simulator.base import FakeProvider, json_response
 
-Snapshot = dict[str, tuple[int, int]]
+Snapshot = dict[str, tuple[int, int, str | None]]
 MAX_TOKENS = 1000  # issued since tokens remembered; older ones are refused like garbage
 
 
@@ -26,6 +26,7 @@ MAX_TOKENS = 1000  # issued since tokens remembered; older ones are refused like
 class MatrixRoom:
     notifications: int = 0
     highlights: int = 0
+    name: str | None = None  # the m.room.name state event's content.name
 
 
 def _error(status: int, errcode: str, message: str, **extra: object) -> web.Response:
@@ -82,12 +83,14 @@ class FakeMatrix(FakeProvider):
         token, rooms = user
         if not request.query.get("timeout", "0").isdigit():
             return _error(400, "M_INVALID_PARAM", "Query parameter 'timeout' must be an integer")
-        excluded = self._excluded_rooms(request.query.get("filter", "{}"))
-        if isinstance(excluded, web.Response):
-            return excluded
+        room_filter = self._room_filter(request.query.get("filter", "{}"))
+        if isinstance(room_filter, web.Response):
+            return room_filter
+        not_rooms = room_filter.get("not_rooms", [])
+        excluded = set(not_rooms) if isinstance(not_rooms, list) else set()
         # A highlight is a notification with the highlight tweak: never more of them.
         current = {
-            room_id: (room.notifications, min(room.highlights, room.notifications))
+            room_id: (room.notifications, min(room.highlights, room.notifications), room.name)
             for room_id, room in rooms.items()
             if room_id not in excluded
         }
@@ -102,16 +105,17 @@ class FakeMatrix(FakeProvider):
             changed = {r: c for r, c in current.items() if seen.get(r) != c}
             left = seen.keys() - current.keys()
         next_batch = self._issue(token, current)
+        send_names = _state_passes(room_filter.get("state"), "m.room.name")
         join = {
             room_id: {
                 "timeline": {"events": [], "limited": False},
-                "state": {"events": []},
+                "state": {"events": _name_events(name) if send_names else []},
                 "ephemeral": {"events": []},
                 "account_data": {"events": []},
                 "unread_notifications": {"notification_count": n, "highlight_count": h},
                 "summary": {},
             }
-            for room_id, (n, h) in changed.items()
+            for room_id, (n, h, name) in changed.items()
         }
         leave: dict[str, object] = {
             room_id: {"timeline": {"events": []}, "state": {"events": []}} for room_id in left
@@ -120,8 +124,8 @@ class FakeMatrix(FakeProvider):
         return json_response({"next_batch": next_batch, "rooms": rooms_body})
 
     @staticmethod
-    def _excluded_rooms(text: str) -> set[str] | web.Response:
-        """The filter's ``room.not_rooms`` (the rest only shapes what the simulator omits)."""
+    def _room_filter(text: str) -> dict[str, object] | web.Response:
+        """The filter's ``room`` part: ``not_rooms`` and whether state names pass it."""
         try:
             sync_filter = json.loads(text)
         except ValueError:
@@ -129,7 +133,7 @@ class FakeMatrix(FakeProvider):
         room = sync_filter.get("room", {}) if isinstance(sync_filter, dict) else None
         if not isinstance(room, dict):
             return _error(400, "M_BAD_JSON", "Invalid filter")
-        return set(room.get("not_rooms", []))
+        return room
 
     def _issue(self, token: str, snapshot: Snapshot) -> str:
         self._next_token += 1
@@ -148,3 +152,20 @@ class FakeMatrix(FakeProvider):
 
     async def unrecognized(self, request: web.Request) -> web.Response:
         return _error(404, "M_UNRECOGNIZED", "Unrecognized request")
+
+
+def _state_passes(state_filter: object, event_type: str) -> bool:
+    """Whether a room state filter (``types`` / ``not_types``, ``*`` a wildcard) lets an event
+    type through, as a homeserver applies it."""
+    if not isinstance(state_filter, dict):
+        return True
+    types, not_types = state_filter.get("types"), state_filter.get("not_types", [])
+    if isinstance(not_types, list) and ("*" in not_types or event_type in not_types):
+        return False
+    return not isinstance(types, list) or "*" in types or event_type in types
+
+
+def _name_events(name: str | None) -> list[dict[str, object]]:
+    if name is None:
+        return []
+    return [{"type": "m.room.name", "state_key": "", "content": {"name": name}}]
