@@ -321,6 +321,10 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
     return web.Response(text=page, content_type="text/html")
 
 
+async def _to_landing(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app[ROUTES_KEY].link("/"))
+
+
 def make_app(
     exporter: Exporter,
     web_config: WebConfig | None = None,
@@ -341,6 +345,8 @@ def make_app(
     app[ROUTES_KEY] = routes
     app[IN_FLIGHT_KEY] = SharedScrapes()
     route = routes.route
+    if routes.route_prefix:  # /prefix, as typed into a browser, is the landing page too
+        app.router.add_get(routes.route_prefix, _to_landing)
     app.router.add_get(route("/"), landing)
     app.router.add_get(route(routes.telemetry_path), metrics)
     app.router.add_get(route("/probe"), probe)

@@ -57,6 +57,11 @@ FLAGS = (
     "--web.disable-reload",
     "--web.read-header-timeout",
     "--web.max-connections",
+    "--web.systemd-socket",
+    "--web.telemetry-path",
+    "--web.disable-exporter-metrics",
+    "--web.external-url",
+    "--web.route-prefix",
     "--config.check",
     "--demo",
 )

@@ -173,6 +173,8 @@ async def test_route_prefix_alone_moves_the_routes_and_the_links(
     assert (await client.get("/probe?account=sb-prod")).status == 404
     page = await (await client.get("/exporter/")).text()
     assert '<a href="/exporter/metrics">' in page
+    redirect = await client.get("/exporter", allow_redirects=False)
+    assert (redirect.status, redirect.headers["Location"]) == (302, "/exporter/")
 
 
 # --------------------------------------------------------------------------------------------
