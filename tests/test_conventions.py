@@ -46,6 +46,7 @@ from tests.support import (
     parse,
     value,
 )
+from tests.test_cli import run_cli
 from tests.test_webconfig import PASSWORD, bcrypt_hash
 
 ACCOUNTS = ["acme-crisp", "qb-support", "imkit-app", "sb-prod"]
@@ -381,8 +382,6 @@ def test_systemd_socket_without_a_socket_says_so(tmp_path: Path) -> None:
     ],
 )
 def test_bad_web_flags_are_refused_with_the_reason(flag: str, problem: str) -> None:
-    result = subprocess.run(
-        [str(EXE), flag, "--config.check"], capture_output=True, text=True, timeout=30, check=False
-    )
+    result = run_cli(flag, "--config.check")
     assert result.returncode == 2, result
     assert problem in result.stderr
