@@ -7,10 +7,12 @@ one account, so relabeling needs no regex:
 
 - ``provider`` and ``account``: the account's, as its series carry them;
 - ``__param_account``: becomes ``?account=NAME`` on the scrape URL;
-- ``__metrics_path__``: ``/probe`` under the external URL's path (``--web.external-url``).
+- ``__metrics_path__``: ``/probe`` under the external URL's path (``--web.external-url``);
+- ``__scheme__``: ``https`` when the exporter serves TLS or the external URL is https.
 
-The address is the external URL's host and port when one is set; otherwise the ``Host`` the
-request was sent to, which is how the Prometheus that asks reaches the exporter.
+The address and scheme are the external URL's when one is set; otherwise the ``Host`` the
+request was sent to and the scheme it came over, which is how the Prometheus that asks
+reaches the exporter.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def _address(request: web.Request, routes: WebRoutes) -> str:
 def targets(request: web.Request, exporter: Exporter, routes: WebRoutes) -> list[dict[str, object]]:
     """The HTTP SD answer: one target group per account of the config now loaded."""
     address = _address(request, routes)
+    scheme = routes.external_url.scheme if routes.external_url else request.scheme
     accounts = exporter.config.accounts if exporter.config is not None else ()
     return [
         {
@@ -46,6 +49,7 @@ def targets(request: web.Request, exporter: Exporter, routes: WebRoutes) -> list
                 "account": account.name,
                 "__param_account": account.name,
                 "__metrics_path__": routes.link("/probe"),
+                "__scheme__": scheme,
             },
         }
         for account in accounts

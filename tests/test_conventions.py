@@ -222,6 +222,7 @@ async def test_sd_lists_each_account_as_a_probe_target_at_the_host_asked(
                 "account": account,
                 "__param_account": account,
                 "__metrics_path__": "/probe",
+                "__scheme__": "http",
             },
         }
         for account in ACCOUNTS
@@ -243,6 +244,7 @@ async def test_sd_targets_follow_the_external_url(
     groups = await (await client.get("/chat/sd")).json()
     assert {target for group in groups for target in group["targets"]} == {"proxy.example:8443"}
     assert {group["labels"]["__metrics_path__"] for group in groups} == {"/chat/probe"}
+    assert {group["labels"]["__scheme__"] for group in groups} == {"https"}
 
 
 async def test_config_and_sd_need_the_same_credentials_as_metrics(
