@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from benchmarks.scenario import PlannedRequest
+from exporter.buildinfo import BuildInfo
 from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
 from exporter.config import parse_config
 from exporter.render import render
@@ -139,7 +140,7 @@ async def exposition(config_yaml: str, dialogs: int, repeats: int) -> Exposition
         up = sum(1 for r in results for d in r.dialogs if d.error is None)
         if up != dialogs:
             raise RuntimeError(f"in-process fetch: {up} of {dialogs} dialogs up")
-        status = ExporterStatus("bench", True, time.time())
+        status = ExporterStatus(BuildInfo("bench"), True, time.time())
         rendering: list[float] = []
         generating: list[float] = []
         gzip: list[float] = []

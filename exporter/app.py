@@ -1,4 +1,4 @@
-"""HTTP endpoints: /metrics, /probe, the landing page, health, readiness and reload.
+"""HTTP endpoints: /metrics, /probe, the landing page, health, readiness, reload, /config, /sd.
 
 Handlers fetch first (async, bounded by the scrape deadline), then render on a registry made
 for that request, so concurrent scrapes never share metric state.
@@ -18,19 +18,23 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__
+from exporter import __version__, discovery
+from exporter.buildinfo import BUILD, RuntimeMetrics
 from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.config import ConfigError
+from exporter.configview import redacted_yaml
 from exporter.outcome import Reading
 from exporter.registry import PROVIDERS
 from exporter.render import encoder_for
 from exporter.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
 from exporter.service import Exporter, UnknownTargetError
 from exporter.webconfig import WebConfig
+from exporter.webroutes import WebRoutes
 
 log = logging.getLogger(__name__)
 
 EXPORTER_KEY = web.AppKey("exporter", Exporter)
+ROUTES_KEY = web.AppKey("routes", WebRoutes)
 DEFAULT_SCRAPE_TIMEOUT = 10.0
 # Leave this much of Prometheus' scrape timeout for rendering and the network.
 SCRAPE_TIMEOUT_OFFSET = 0.5
@@ -124,15 +128,17 @@ async def _render(request: web.Request, registry: CollectorRegistry) -> web.Stre
 
 def _status(exporter: Exporter) -> ExporterStatus:
     return ExporterStatus(
-        version=__version__,
+        build=BUILD,
         reload_successful=exporter.reload_successful,
         reload_success_timestamp=exporter.reload_success_timestamp,
     )
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
-    """Every configured account plus the exporter's self-metrics."""
+    """Every configured account plus the exporter's self-metrics and process metrics (these
+    two left out under --web.disable-exporter-metrics)."""
     exporter = request.app[EXPORTER_KEY]
+    with_own = request.app[ROUTES_KEY].exporter_metrics
     wait_seconds = scrape_timeout(request)
     encoder, content_type = negotiate(request.headers.get("Accept", ""))
     if request.method == hdrs.METH_HEAD:
@@ -141,7 +147,9 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     # Only scrapes with the same deadline share: a joiner must not wait past its own timeout.
     key = f"{content_type}|{wait_seconds:.3f}"
     body = await request.app[IN_FLIGHT_KEY].get(
-        key, runtimes, lambda: _fetch_and_render(exporter, runtimes, encoder, wait_seconds)
+        key,
+        runtimes,
+        lambda: _fetch_and_render(exporter, runtimes, encoder, wait_seconds, with_own=with_own),
     )
     return await _send(request, body, content_type)
 
@@ -151,20 +159,25 @@ async def _fetch_and_render(
     runtimes: Sequence[AccountRuntime],
     encoder: Callable[[CollectorRegistry], bytes],
     wait_seconds: float,
+    *,
+    with_own: bool,
 ) -> bytes:
     results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
     registry.register(GroupCollector(results))
-    registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
+    if with_own:
+        registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
+        registry.register(RuntimeMetrics())
     return encoder(registry)
 
 
 async def exporter_metrics(request: web.Request) -> web.StreamResponse:
-    """Only the exporter's self-metrics, with no upstream fetch.
+    """Only the exporter's self-metrics and process metrics, with no upstream fetch.
 
     For the multi-target setup: Probes collect the dialogs, and this endpoint lets Prometheus
-    watch the exporter itself without making it fetch every account a second time.
+    watch the exporter itself without making it fetch every account a second time. It serves
+    them under --web.disable-exporter-metrics too: asking for this path is asking for them.
     """
     if request.method == hdrs.METH_HEAD:
         return await _send(request, b"", negotiate(request.headers.get("Accept", ""))[1])
@@ -172,6 +185,7 @@ async def exporter_metrics(request: web.Request) -> web.StreamResponse:
     registry = CollectorRegistry(auto_describe=False)
     snapshots = [runtime.snapshot() for runtime in exporter.runtimes.values()]
     registry.register(SelfCollector(snapshots, _status(exporter)))
+    registry.register(RuntimeMetrics())
     return await _render(request, registry)
 
 
@@ -242,6 +256,20 @@ def _described(reading: Reading | None) -> str:
     return " ".join(values)
 
 
+async def config(request: web.Request) -> web.Response:
+    """The loaded config as YAML, every secret replaced by ``<secret>``."""
+    loaded = request.app[EXPORTER_KEY].config
+    if loaded is None:
+        raise web.HTTPServiceUnavailable(text="config not loaded\n")
+    return web.Response(text=redacted_yaml(loaded), content_type="application/yaml")
+
+
+async def service_discovery(request: web.Request) -> web.Response:
+    """Prometheus HTTP SD: one /probe target per configured account."""
+    groups = discovery.targets(request, request.app[EXPORTER_KEY], request.app[ROUTES_KEY])
+    return web.json_response(groups)
+
+
 async def healthy(request: web.Request) -> web.Response:
     return web.Response(text="Healthy\n")
 
@@ -276,7 +304,7 @@ def _age(seconds: float | None) -> str:
 
 async def landing(request: web.Request) -> web.Response:
     """A page naming the exporter with each account's and dialog's last result."""
-    exporter = request.app[EXPORTER_KEY]
+    exporter, routes = request.app[EXPORTER_KEY], request.app[ROUTES_KEY]
     now = time.time()
     rows = []
     unfetched = False
@@ -284,7 +312,8 @@ async def landing(request: web.Request) -> web.Response:
         snapshot = runtime.snapshot()
         account, started_at = snapshot.account, snapshot.refresh_started_at
         duration = snapshot.last_fetch_duration
-        probe_link = f'<a href="probe?account={html.escape(quote(name, safe=""))}">probe</a>'
+        probe_url = f"{routes.link('/probe')}?account={quote(name, safe='')}"
+        probe_link = f'<a href="{html.escape(probe_url)}">probe</a>'
         for dialog in account.dialogs:
             outcome = snapshot.outcomes.get(dialog.name)
             if outcome is None:
@@ -312,16 +341,24 @@ async def landing(request: web.Request) -> web.Response:
                 + f"<td>{probe_link}</td></tr>"
             )
     status = "ok" if exporter.reload_successful else f"failed: {exporter.last_reload_error}"
+    links = " &middot;\n".join(
+        f'<a href="{html.escape(routes.link(path))}">{html.escape(path)}</a>'
+        for path in (
+            routes.telemetry_path,
+            "/exporter-metrics",
+            "/config",
+            "/sd",
+            "/-/healthy",
+            "/-/ready",
+        )
+    )
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>chat-unread-exporter</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;text-align:left}}
 tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <body><h1>chat-unread-exporter {html.escape(__version__)}</h1>
 <p>Prometheus exporter for unread chat messages. Providers: {html.escape(", ".join(PROVIDERS))}.</p>
-<p><a href="metrics">/metrics</a> &middot;
-<a href="exporter-metrics">/exporter-metrics</a> &middot;
-<a href="-/healthy">/-/healthy</a> &middot;
-<a href="-/ready">/-/ready</a> &middot; config: {html.escape(status)}</p>
+<p>{links} &middot; config: {html.escape(status)}</p>
 {FETCH_HINT if unfetched else ""}
 <table><tr><th>provider</th><th>account</th><th>dialog</th><th>last result</th>
 <th>error</th><th>fetch duration</th><th>age</th><th></th></tr>
@@ -331,23 +368,39 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
     return web.Response(text=page, content_type="text/html")
 
 
+async def _to_landing(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app[ROUTES_KEY].link("/"))
+
+
 def make_app(
-    exporter: Exporter, web_config: WebConfig | None = None, *, reload_enabled: bool = True
+    exporter: Exporter,
+    web_config: WebConfig | None = None,
+    *,
+    reload_enabled: bool = True,
+    routes: WebRoutes | None = None,
 ) -> web.Application:
     """The aiohttp application behind ``web_config`` (basic auth and headers).
 
     With ``reload_enabled`` false, POST /-/reload answers 403 (GET still 405), so only
-    SIGHUP, which needs the right to signal the process, can reload the config.
+    SIGHUP, which needs the right to signal the process, can reload the config. ``routes``
+    places the endpoints (telemetry path, route prefix) and says how they are linked.
     """
+    routes = routes or WebRoutes()
     app = web.Application()
     (web_config or WebConfig()).install(app)
     app[EXPORTER_KEY] = exporter
+    app[ROUTES_KEY] = routes
     app[IN_FLIGHT_KEY] = SharedScrapes()
-    app.router.add_get("/", landing)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/probe", probe)
-    app.router.add_get("/exporter-metrics", exporter_metrics)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", reload if reload_enabled else reload_disabled)
+    route = routes.route
+    if routes.route_prefix:  # /prefix, as typed into a browser, is the landing page too
+        app.router.add_get(routes.route_prefix, _to_landing)
+    app.router.add_get(route("/"), landing)
+    app.router.add_get(route(routes.telemetry_path), metrics)
+    app.router.add_get(route("/probe"), probe)
+    app.router.add_get(route("/exporter-metrics"), exporter_metrics)
+    app.router.add_get(route("/config"), config)
+    app.router.add_get(route("/sd"), service_discovery)
+    app.router.add_get(route("/-/healthy"), healthy)
+    app.router.add_get(route("/-/ready"), ready)
+    app.router.add_post(route("/-/reload"), reload if reload_enabled else reload_disabled)
     return app

@@ -23,17 +23,18 @@ from exporter.connections import (
     RepeatedLogFilter,
     default_max_connections,
 )
+from exporter.listeners import DEFAULT_LISTEN, Listener, StartupError, listen
 from exporter.logs import LEVELS, setup_logging
 from exporter.queues.coverage import coverage_of, overlap_warning
 from exporter.registry import PLUGIN_FAILURES, PROVIDERS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.webroutes import WebRoutes, external_url, route_prefix, telemetry_path
 
 DEMO_CONFIG = "<demo>"  # the source name of the demo's built-in config
 log = logging.getLogger("exporter")
 
-DEFAULT_LISTEN = ":9866"
 SHUTDOWN_GRACE = 10.0
 
 
@@ -60,9 +61,49 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--web.listen-address",
         dest="listen",
-        default=DEFAULT_LISTEN,
+        action="append",
         metavar="[HOST]:PORT",
-        help="address to listen on, [host]:port (default: %(default)s)",
+        help=f"address to listen on, [host]:port; repeat the flag for several addresses "
+        f"(default: {DEFAULT_LISTEN})",
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="serve on the sockets passed by systemd socket activation (LISTEN_FDS) instead "
+        "of --web.listen-address (Linux only)",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        type=telemetry_path,
+        default="/metrics",
+        metavar="PATH",
+        help="path under which to expose all accounts' metrics (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--web.disable-exporter-metrics",
+        dest="disable_exporter_metrics",
+        action="store_true",
+        help="leave the exporter's own metrics (process_*, python_*, chat_unread_exporter_*, "
+        "per-account fetch metrics) out of the telemetry path; /exporter-metrics still has them",
+    )
+    parser.add_argument(
+        "--web.external-url",
+        dest="external_url",
+        type=external_url,
+        default=None,
+        metavar="URL",
+        help="the URL under which the exporter is reached (e.g. behind a reverse proxy); "
+        "links and /sd targets are built from it",
+    )
+    parser.add_argument(
+        "--web.route-prefix",
+        dest="route_prefix",
+        type=route_prefix,
+        default=None,
+        metavar="PATH",
+        help="prefix of every endpoint's path (default: the path of --web.external-url, else /)",
     )
     parser.add_argument(
         "--web.config.file",
@@ -145,20 +186,6 @@ def _positive_int(text: str) -> int:
     return number
 
 
-class StartupError(Exception):
-    """Serving cannot begin for a reason the operator can fix (a listen address that is not
-    [host]:port or cannot be bound); the message says why, and no traceback is shown."""
-
-
-def parse_listen_address(address: str) -> tuple[str | None, int]:
-    """``:9866`` (all interfaces), ``127.0.0.1:9866`` or ``[::1]:9866``; else StartupError."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise StartupError(f"--web.listen-address {address!r} is not [host]:port")
-    host = host.strip("[]")
-    return (host or None), int(port_text)
-
-
 def _print_problems(headline: str, problems: Sequence[str]) -> None:
     print(headline, file=sys.stderr)
     for problem in problems:
@@ -212,7 +239,7 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
 async def serve(args: argparse.Namespace) -> int:
     """Run until SIGTERM/SIGINT; SIGHUP reloads the config."""
     gc_policy.apply()
-    host, port = parse_listen_address(args.listen)
+    listeners = Listener.plan(args.listen or [DEFAULT_LISTEN], args.systemd_socket)
     web_config = load_web_config(args.web_config_file) if args.web_config_file else WebConfig()
     ssl_context = web_config.ssl_context()
     simulator: Simulator | None = None
@@ -232,7 +259,13 @@ async def serve(args: argparse.Namespace) -> int:
         await exporter.start()
         if simulator is not None:
             evolution = asyncio.create_task(simulator.run_evolution())
-        app = make_app(exporter, web_config, reload_enabled=not args.disable_reload)
+        routes = WebRoutes(
+            telemetry_path=args.telemetry_path,
+            external_url=args.external_url,
+            prefix=args.route_prefix,
+            exporter_metrics=not args.disable_exporter_metrics,
+        )
+        app = make_app(exporter, web_config, reload_enabled=not args.disable_reload, routes=routes)
         guard = ConnectionGuard(
             args.header_timeout, args.max_connections, args.write_timeout, ssl_context
         )
@@ -244,17 +277,15 @@ async def serve(args: argparse.Namespace) -> int:
         try:
             # Not web.TCPSite: it cannot put the guard between the socket and aiohttp. No ssl=
             # either: the guard does the handshake, so that it counts and bounds it.
-            listener = await asyncio.get_running_loop().create_server(
-                guard.protocol_factory(runner.server),
-                host,
-                port,
-            )
-        except (OSError, ValueError) as exc:  # ValueError: a host name that IDNA refuses
+            servers = await listen(listeners, guard.protocol_factory(runner.server))
+        except StartupError:
             await runner.cleanup()
-            reason = getattr(exc, "strerror", None) or str(exc)
-            raise StartupError(f"cannot listen on {args.listen}: {reason}") from None
+            raise
         try:
-            log.info("listening", extra={"address": args.listen, "tls": ssl_context is not None})
+            for listener in listeners:
+                log.info(
+                    "listening", extra={"address": listener.name, "tls": ssl_context is not None}
+                )
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -264,7 +295,8 @@ async def serve(args: argparse.Namespace) -> int:
             await stop.wait()
             log.info("shutting down: finishing scrapes in flight")
         finally:  # on an unexpected error too: the port is released before the traceback
-            listener.close()
+            for server in servers:
+                server.close()
             await runner.cleanup()
     finally:
         if evolution is not None:

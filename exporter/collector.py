@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from exporter.buildinfo import BuildInfo
 from exporter.outcome import GroupReading, Reading
 from exporter.queues.tally import RESERVED, display_name
 from exporter.scrape import AccountResult, AccountSnapshot
@@ -192,7 +193,7 @@ def _add_reading(
 class ExporterStatus:
     """Exporter-level facts for the self-metrics, snapshotted before rendering."""
 
-    version: str
+    build: BuildInfo
     reload_successful: bool
     reload_success_timestamp: float | None
 
@@ -209,13 +210,7 @@ class SelfCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._account_metrics()
-        build = GaugeMetricFamily(
-            f"{NAMESPACE}_exporter_build_info",
-            "Build information; the value is always 1.",
-            labels=["version"],
-        )
-        build.add_metric([self._status.version], 1.0)
-        yield build
+        yield self._status.build.metric(f"{NAMESPACE}_exporter_build_info")
         yield GaugeMetricFamily(
             f"{NAMESPACE}_exporter_config_last_reload_successful",
             "1 if the last configuration load or reload succeeded, else 0.",

@@ -9,9 +9,10 @@ health probes may reach without credentials; it is empty by default, so that set
 open ``/-/reload``, which changes the exporter's state.
 
 The file is read once, at start: changing it takes a restart (``/-/reload`` and SIGHUP reload
-the config file only). It is read, walked and bounded by :mod:`exporter.yamlfile`, as the
-config file is; the TLS context is built by :mod:`exporter.webconfig_tls` and basic auth is
-enforced by :mod:`exporter.webconfig_auth`.
+the config file only). The certificate, key and CA files it names are different: they are
+watched, and served anew from the first connection after they change. The file is read,
+walked and bounded by :mod:`exporter.yamlfile`, as the config file is; the TLS context is built
+by :mod:`exporter.webconfig_tls` and basic auth is enforced by :mod:`exporter.webconfig_auth`.
 
 Nothing here ever logs, prints or puts into an exception message a password or a password hash.
 """
@@ -40,7 +41,13 @@ from pydantic import (
 )
 
 from exporter.webconfig_auth import REALM, BasicAuthGuard
-from exporter.webconfig_tls import CLIENT_AUTH_TYPES, TLS_VERSIONS, TLSFileError, server_context
+from exporter.webconfig_tls import (
+    CLIENT_AUTH_TYPES,
+    TLS_VERSIONS,
+    TLSFileError,
+    reloading_context,
+    server_context,
+)
 from exporter.yamlfile import YamlFileError, YamlWalker, parse, read_text
 
 __all__ = ["TLSServerConfig", "WebConfig", "WebConfigError", "load_web_config"]
@@ -346,12 +353,16 @@ class WebConfig(_Strict):
         """A server-side SSL context, or None when the file configures no TLS.
 
         The files are read again on every call, so a context built after loading sees them as
-        they are then; WebConfigError if they have become unusable since loading.
+        they are then; WebConfigError if they have become unusable since loading. The context
+        follows the files afterwards: a certificate rotated on disk is served from the next
+        connection on (:func:`exporter.webconfig_tls.reloading_context`).
         """
-        if self.tls_server_config is None:
+        tls = self.tls_server_config
+        if tls is None:
             return None
+        files = [f for f in (tls.cert_file, tls.key_file, tls.client_ca_file) if f is not None]
         try:
-            return self.tls_server_config.ssl_context()
+            return reloading_context(tls.ssl_context, files, self._source)
         except TLSFileError as exc:
             raise WebConfigError([f"{self._source}: tls_server_config.{exc}"]) from None
 

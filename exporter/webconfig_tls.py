@@ -4,18 +4,34 @@ Where Python's ``ssl`` module cannot do what Go's ``crypto/tls`` does, the web c
 the setting or does something stricter, never something weaker; see docs/web-config.md. This
 module knows the files and their problems, not the web config file: a problem is a
 :class:`TLSFileError` naming the ``tls_server_config`` key it concerns.
+
+Certificates rotate without a restart, as with exporter-toolkit (which reads the files again
+for every new connection): :func:`reloading_context` looks at the files' identity (inode, size,
+modification time) at each TLS handshake and, when one has changed, builds a new context from
+them; connections from then on get the new certificate. Files that cannot be used (a rotation
+half done, a key that does not match) are logged and the previous certificate keeps serving.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, NoReturn
 
-__all__ = ["CLIENT_AUTH_TYPES", "TLS_VERSIONS", "TLSFileError", "server_context"]
+__all__ = [
+    "CLIENT_AUTH_TYPES",
+    "TLS_VERSIONS",
+    "TLSFileError",
+    "reloading_context",
+    "server_context",
+]
+
+log = logging.getLogger(__name__)
 
 TLS_VERSIONS: Final[Mapping[str, ssl.TLSVersion]] = MappingProxyType(
     {
@@ -135,3 +151,64 @@ def _load_cert_chain(ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
         raise TLSFileError("key_file", problem) from None
     except OSError as exc:
         raise TLSFileError("key_file", f"cannot load {key}: {exc.strerror or exc}") from None
+
+
+_Stamp = tuple[tuple[int, int, int] | None, ...]
+
+
+def _stamp(files: Sequence[Path]) -> _Stamp:
+    """What tells a changed file: inode (a file replaced by rename, a Kubernetes secret's
+    symlink swap), size and modification time; None for a file that is missing now."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in files:
+        try:
+            stat = os.stat(path)
+        except OSError:
+            stamps.append(None)
+        else:
+            stamps.append((stat.st_ino, stat.st_size, stat.st_mtime_ns))
+    return tuple(stamps)
+
+
+class _Rotation:
+    """The context handshakes are served with, rebuilt when the files change."""
+
+    def __init__(
+        self, build: Callable[[], ssl.SSLContext], files: Sequence[Path], source: str
+    ) -> None:
+        self._build, self._files, self._source = build, tuple(files), source
+        self._stamp = _stamp(self._files)
+        self.current = build()
+
+    def select(self, connection: ssl.SSLObject, _server_name: str | None, _: object) -> None:
+        """``sni_callback``: called at every ClientHello, with or without SNI; it hands the
+        connection the current context (certificate, key, client CA)."""
+        stamp = _stamp(self._files)
+        if stamp != self._stamp:
+            self._stamp = stamp  # the next change, not the next handshake, tries again
+            try:
+                self.current = self._build()
+            except TLSFileError as exc:
+                log.warning(
+                    "TLS files changed but cannot be used; still serving the previous ones",
+                    extra={"source": self._source, "problem": f"tls_server_config.{exc}"},
+                )
+            else:
+                log.info(
+                    "TLS files changed: serving the new certificate", extra={"source": self._source}
+                )
+        connection.context = self.current
+
+
+def reloading_context(
+    build: Callable[[], ssl.SSLContext], files: Sequence[Path], source: str
+) -> ssl.SSLContext:
+    """A server context that serves each handshake with ``build()``'s context from the
+    ``files`` as they are at that handshake (rebuilt only when one changed).
+
+    TLSFileError if the files cannot be used now. ``source`` names the web config in logs.
+    """
+    rotation = _Rotation(build, files, source)
+    listening = build()  # its settings (versions, client auth) apply before the switch
+    listening.sni_callback = rotation.select
+    return listening

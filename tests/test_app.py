@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from exporter.app import make_app
+from exporter.buildinfo import BUILD
 from exporter.config import load_config
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
@@ -107,7 +109,7 @@ async def test_text_exposition_has_help_and_no_timestamps(
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await response.text()
     samples = parse(text)
-    assert value(samples, "chat_unread_exporter_build_info", version="0.1.0") == 1.0
+    assert value(samples, "chat_unread_exporter_build_info", **asdict(BUILD)) == 1.0
     assert value(samples, "chat_unread_exporter_config_last_reload_successful") == 1.0
     families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
     helped = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP")}
@@ -135,9 +137,9 @@ async def test_landing_page_lists_accounts_and_last_results(
     page = await (await client.get("/")).text()
     assert "chat-unread-exporter" in page
     assert "Providers: crisp, imkit, intercom, matrix, quickblox, sendbird, stream." in page
-    assert '<a href="metrics">' in page
+    assert '<a href="/metrics">' in page
     for account in ("acme-crisp", "qb-support", "imkit-app", "sb-prod"):
-        assert f'href="probe?account={account}"' in page
+        assert f'href="/probe?account={account}"' in page
     assert "up 1, 72 unread" in page
     assert "auth: HTTP 401: Unauthorized" in page
     assert sim.imkit.client_key not in page
@@ -192,7 +194,7 @@ async def test_exporter_metrics_fetch_nothing(sim: Simulator, scrape_client: Scr
     client = await scrape_client(config_yaml(sim))
     samples = await get_metrics(client, "/exporter-metrics")
     assert sum(len(p.requests) for p in sim.providers) == 0
-    assert value(samples, "chat_unread_exporter_build_info", version="0.1.0") == 1.0
+    assert value(samples, "chat_unread_exporter_build_info", **asdict(BUILD)) == 1.0
     assert (
         value(samples, "chat_unread_cache_misses_total", provider="imkit", account="imkit-app") == 0
     )

@@ -20,7 +20,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,6 +29,7 @@ import bcrypt
 import pytest
 
 from exporter import __version__
+from exporter.buildinfo import BUILD
 from exporter.simulator import FakeProvider, FakeQuickBlox, Fault, Simulator
 from tests.support import (
     DEMO_ACCOUNTS,
@@ -56,6 +57,11 @@ FLAGS = (
     "--web.disable-reload",
     "--web.read-header-timeout",
     "--web.max-connections",
+    "--web.systemd-socket",
+    "--web.telemetry-path",
+    "--web.disable-exporter-metrics",
+    "--web.external-url",
+    "--web.route-prefix",
     "--config.check",
     "--demo",
 )
@@ -400,14 +406,14 @@ async def test_demo_serves_every_provider(tmp_path: Path) -> None:
             for labels in [dict(frozen)]
         }
         assert served == DEMO_DIALOGS
-        assert value(samples, "chat_unread_exporter_build_info", version=__version__) == 1.0
+        assert value(samples, "chat_unread_exporter_build_info", **asdict(BUILD)) == 1.0
         assert value(samples, "chat_unread_exporter_config_last_reload_successful") == 1.0
 
         status, page = await exporter.get("/")
         assert status == 200
         assert "chat-unread-exporter" in page
         for account in DEMO_ACCOUNTS:
-            assert f'href="probe?account={account}"' in page
+            assert f'href="/probe?account={account}"' in page
             probe_status, probe_text = await exporter.get(f"/probe?account={account}")
             assert probe_status == 200
             assert {a for _, a, _ in up_values(parse(probe_text))} == {account}

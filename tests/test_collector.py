@@ -19,6 +19,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from exporter.app import negotiate
+from exporter.buildinfo import BuildInfo
 from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, GroupReading, GroupSplit, Reading, Reason
@@ -230,7 +231,8 @@ def errors(**counts: int) -> Mapping[Reason, int]:
     return MappingProxyType({reason: counts.get(reason.value, 0) for reason in Reason})
 
 
-STATUS = ExporterStatus("1.2.3", reload_successful=True, reload_success_timestamp=1_699_999_999.0)
+BUILD = BuildInfo("1.2.3", revision="0a1b2c3", branch="main", pythonversion="3.11.2")
+STATUS = ExporterStatus(BUILD, reload_successful=True, reload_success_timestamp=1_699_999_999.0)
 
 
 def test_self_metrics_from_a_snapshot() -> None:
@@ -291,7 +293,10 @@ def test_self_metrics_from_a_snapshot() -> None:
     reset = "chat_unread_rate_limit_reset_timestamp_seconds"
     assert series(parsed[reset][2]) == {(reset, one): 1_700_000_060.0}
     assert series(parsed["chat_unread_exporter_build_info"][2]) == {
-        ("chat_unread_exporter_build_info", labels(version="1.2.3")): 1.0
+        (
+            "chat_unread_exporter_build_info",
+            labels(version="1.2.3", revision="0a1b2c3", branch="main", pythonversion="3.11.2"),
+        ): 1.0
     }
     assert series(parsed["chat_unread_exporter_config_last_reload_successful"][2]) == {
         ("chat_unread_exporter_config_last_reload_successful", labels()): 1.0
@@ -306,7 +311,7 @@ def test_self_metrics_from_a_snapshot() -> None:
 
 
 def test_a_failed_first_load_has_no_reload_timestamp() -> None:
-    status = ExporterStatus("1.2.3", reload_successful=False, reload_success_timestamp=None)
+    status = ExporterStatus(BUILD, reload_successful=False, reload_success_timestamp=None)
     parsed = families(render(SelfCollector([], status)))
     assert series(parsed["chat_unread_exporter_config_last_reload_successful"][2]) == {
         ("chat_unread_exporter_config_last_reload_successful", labels()): 0.0

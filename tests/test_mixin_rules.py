@@ -11,6 +11,7 @@ import re
 import subprocess
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -227,14 +228,16 @@ def test_plain_config_scrapes_metrics() -> None:
 
 
 @pytest.mark.parametrize("name", ["prometheus-probe.yml", "prometheus-sharded.yml"])
-def test_probe_configs_relabel_account_to_param(name: str) -> None:
+def test_probe_configs_discover_the_accounts_from_the_exporter(name: str) -> None:
     job = _scrape_configs(PROMETHEUS_DIR / name)[PROBE_JOB]
-    assert job["metrics_path"] == "/probe"
+    # /sd gives each target __metrics_path__=/probe and __param_account: nothing to rewrite
+    # but the instance, and the target's provider/account must not rename the series' own.
+    assert "metrics_path" not in job
+    assert [urlsplit(sd["url"]).path for sd in job["http_sd_configs"]] == ["/sd"]
+    assert [urlsplit(sd["url"]).port for sd in job["http_sd_configs"]] == [9866]
+    assert job["honor_labels"] is True
     relabel = job["relabel_configs"]
-    assert relabel[0] == {"source_labels": ["__address__"], "target_label": "__param_account"}
-    assert relabel[1] == {"source_labels": ["__param_account"], "target_label": "instance"}
-    assert relabel[-1]["target_label"] == "__address__"
-    assert ":9866" in relabel[-1]["replacement"]
+    assert relabel[0] == {"source_labels": ["__param_account"], "target_label": "instance"}
     # The self-metrics job reads /exporter-metrics, which has no per-dialog series to drop and
     # makes no upstream fetch, so it needs no relabeling and no long interval.
     own = _scrape_configs(PROMETHEUS_DIR / name)[EXPORTER_JOB]

@@ -24,9 +24,11 @@ import subprocess
 import sys
 import threading
 import urllib.parse
+import urllib.request
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -116,6 +118,9 @@ def _test_config(name: str, exporter_address: str) -> dict[str, Any]:
                 static["targets"] = [exporter_address]
             else:  # probe targets: the demo's account names
                 static["targets"] = list(DEMO_ACCOUNTS)
+        for sd in job.get("http_sd_configs", []):
+            sd["url"] = f"http://{exporter_address}/sd"
+            sd["refresh_interval"] = "1s"
         for relabel in job.get("relabel_configs", []):
             if str(relabel.get("replacement", "")).endswith(EXPORTER_PORT_IN_CONFIGS):
                 relabel["replacement"] = exporter_address
@@ -687,3 +692,102 @@ def test_queue_panels_equal_the_rooms(
         assert per_group(expr, "support|sales") == {}
     (unassigned_messages, _unassigned_conversations) = _panel_targets("Unassigned: $group_by")
     assert _query(totals_prometheus, _selected(unassigned_messages, ".*", "room")) == []
+
+
+def _matrix_accounts(names: list[str], homeserver: str) -> str:
+    """Matrix accounts on ``homeserver``: a closed loopback port, so every dialog is up 0,
+    which is enough to tell that Prometheus scraped the account's target."""
+    return "accounts:\n" + "".join(
+        f"  - name: {name}\n"
+        "    provider: matrix\n"
+        f"    base_url: {homeserver}\n"
+        f"    access_token: syt_token_of_{name.replace('-', '_')}\n"
+        "    dialogs:\n"
+        "      - name: all\n"
+        for name in names
+    )
+
+
+def test_prometheus_discovers_every_account_from_sd_and_follows_a_reload(
+    tmp_path: Path,
+) -> None:
+    """The shipped probe config's http_sd_configs against a real config file: Prometheus scrapes
+    one target per account, and after an account is added and the exporter reloaded, that one
+    too, without any change to Prometheus' config."""
+    binary = prometheus_tool("prometheus")
+    homeserver = f"http://127.0.0.1:{free_port()}"
+    config = tmp_path / "config.yaml"
+    config.write_text(_matrix_accounts(["alpha", "beta"], homeserver), encoding="utf-8")
+    exporter_port = free_port()
+    exporter = start_server(
+        "exporter",
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            f"--config.file={config}",
+            f"--web.listen-address=127.0.0.1:{exporter_port}",
+        ],
+        exporter_port,
+        tmp_path,
+        cwd=tmp_path,
+    )
+    prometheus_port = free_port()
+    prometheus_config = tmp_path / "prometheus.yml"
+    prometheus_config.write_text(
+        yaml.safe_dump(_test_config("probe", f"127.0.0.1:{exporter_port}")), encoding="utf-8"
+    )
+    server = start_server(
+        "prometheus-sd",
+        [
+            binary,
+            f"--config.file={prometheus_config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{prometheus_port}",
+            "--log.level=warn",
+        ],
+        prometheus_port,
+        tmp_path,
+        cwd=tmp_path,
+    )
+    try:
+        wait_ready(exporter, "/-/ready", STARTUP_TIMEOUT)
+        wait_ready(server, "/-/ready", STARTUP_TIMEOUT)
+
+        def scraped(accounts: list[str]) -> list[dict[str, Any]] | None:
+            active = cast(list[dict[str, Any]], _api(server, "targets")["activeTargets"])
+            probes = [t for t in active if t["labels"]["job"] == PROBE_JOB]
+            found = sorted(t["labels"]["account"] for t in probes if t["health"] == "up")
+            dialogs = {s["metric"]["account"] for s in _query(server, "chat_unread_up")}
+            return probes if found == accounts and dialogs == set(accounts) else None
+
+        targets = poll(
+            lambda: scraped(["alpha", "beta"]),
+            "a scraped target for each account listed by /sd",
+            timeout=DATA_TIMEOUT,
+            servers=[exporter, server],
+        )
+        for target in targets:
+            account = target["labels"]["account"]
+            assert target["labels"]["provider"] == "matrix"
+            assert target["labels"]["instance"] == account
+            url = urllib.parse.urlsplit(target["scrapeUrl"])
+            assert (url.netloc, url.path) == (f"127.0.0.1:{exporter_port}", "/probe")
+            assert urllib.parse.parse_qs(url.query) == {"account": [account]}
+            assert target["discoveredLabels"]["__param_account"] == account
+
+        config.write_text(_matrix_accounts(["alpha", "beta", "gamma"], homeserver), "utf-8")
+        request = urllib.request.Request(f"{exporter.url}/-/reload", method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        poll(
+            lambda: scraped(["alpha", "beta", "gamma"]),
+            "the account added by the reload to be discovered and scraped",
+            timeout=DATA_TIMEOUT,
+            servers=[exporter, server],
+        )
+        up = _query(server, 'chat_unread_up{account="gamma"}')
+        assert [(s["metric"]["instance"], s["value"][1]) for s in up] == [("gamma", "0")]
+    finally:
+        server.stop()
+        exporter.stop()

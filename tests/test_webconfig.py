@@ -568,3 +568,56 @@ def test_ssl_context_reports_files_that_vanished_after_loading(pki: PKI, tmp_pat
     (tmp_path / "server.key").unlink()
     with pytest.raises(WebConfigError, match=r"tls_server_config\.key_file: file not found"):
         config.ssl_context()
+
+
+# --------------------------------------------------------------------------------------------
+# Certificate rotation
+
+
+def write_leaf(leaf: trustme.LeafCert, directory: Path, stem: str) -> tuple[Path, Path]:
+    """``leaf``'s chain and key as ``stem``.crt and ``stem``.key in ``directory``."""
+    cert, key = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+    leaf.private_key_pem.write_to_path(str(key))
+    return cert, key
+
+
+async def served_common_name(base: URL, ca: trustme.CA) -> tuple[str, int]:
+    """The CN of the certificate a new connection is served, and the status of a GET on it."""
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    assert base.host is not None
+    assert base.port is not None
+    reader, writer = await asyncio.open_connection(base.host, base.port, ssl=ctx)
+    try:
+        subject = dict(item[0] for item in writer.get_extra_info("peercert")["subject"])
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status_line = await reader.readline()
+        return str(subject["commonName"]), int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def test_rotated_certificate_files_are_served_without_a_restart(tmp_path: Path) -> None:
+    ca = trustme.CA()
+    first, second, third = (
+        ca.issue_cert("127.0.0.1", common_name=name) for name in ("first", "second", "third")
+    )
+    cert, key = write_leaf(first, tmp_path, "server")
+    config = load_web_config(
+        write_config(tmp_path, f"tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n")
+    )
+    async with serve(config) as base:
+        assert await served_common_name(base, ca) == ("first", 200)
+        # As cert-manager or certbot rotate: new files written aside, renamed into place.
+        new_cert, new_key = write_leaf(second, tmp_path, "new")
+        new_key.replace(key)
+        new_cert.replace(cert)
+        assert await served_common_name(base, ca) == ("second", 200)
+        # A rotation caught half done (third's certificate, second's key) cannot be served:
+        # the last good certificate keeps serving, and the rotation's end is picked up.
+        third_cert, third_key = write_leaf(third, tmp_path, "third")
+        third_cert.replace(cert)
+        assert await served_common_name(base, ca) == ("second", 200)
+        third_key.replace(key)
+        assert await served_common_name(base, ca) == ("third", 200)
