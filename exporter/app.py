@@ -19,8 +19,9 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
-from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.config import ConfigError
+from exporter.outcome import Reading
 from exporter.registry import PROVIDERS
 from exporter.render import encoder_for
 from exporter.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
@@ -34,6 +35,12 @@ DEFAULT_SCRAPE_TIMEOUT = 10.0
 # Leave this much of Prometheus' scrape timeout for rendering and the network.
 SCRAPE_TIMEOUT_OFFSET = 0.5
 PROBE_PARAMS = frozenset({"account", "provider", "debug"})
+# Values are fetched when scraped, so a page opened before any scrape would show nothing.
+FETCH_HINT = (
+    '<p><strong>Values are fetched when Prometheus scrapes.</strong> Open <a href="metrics">'
+    "/metrics</a> (or an account's probe link) once to fetch them, then reload this page.</p>"
+)
+DEBUG_WORDS = {"true": True, "1": True, "false": False, "0": False}
 
 
 def scrape_timeout(request: web.Request) -> float:
@@ -137,6 +144,7 @@ async def _fetch_and_render(
     results = await observe_all(runtimes, wait_seconds)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     registry.register(SelfCollector([rt.snapshot() for rt in runtimes], _status(exporter)))
     return encoder(registry)
 
@@ -165,18 +173,19 @@ async def probe(request: web.Request) -> web.StreamResponse:
     accounts, providers = query.getall("account", []), query.getall("provider", [])
     if not accounts and not providers:
         raise web.HTTPBadRequest(text="missing parameter: account=NAME or provider=NAME\n")
-    debug = query.get("debug", "false").lower()
-    if debug not in ("true", "false"):
-        raise web.HTTPBadRequest(text="debug must be true or false\n")
+    debug = DEBUG_WORDS.get(query.get("debug", "false").lower())
+    if debug is None:
+        raise web.HTTPBadRequest(text="debug must be true or false (or 1 or 0)\n")
     try:
         runtimes = exporter.select(accounts, providers)
     except UnknownTargetError as exc:
         raise web.HTTPBadRequest(text=f"{exc}\n") from None
     results = await observe_all(runtimes, scrape_timeout(request))
-    if debug == "true":
+    if debug:
         return web.Response(text=_debug_trace(results))
     registry = CollectorRegistry(auto_describe=False)
     registry.register(DialogCollector(results))
+    registry.register(GroupCollector(results))
     return await _render(request, registry)
 
 
@@ -192,8 +201,27 @@ def _debug_trace(results: Sequence[AccountResult]) -> str:
                 error = dialog.error
                 lines.append(f"  dialog {dialog.name}: up 0, {error.reason}: {error.detail}")
             else:
-                lines.append(f"  dialog {dialog.name}: up 1, {dialog.reading}")
+                lines.append(f"  dialog {dialog.name}: up 1, {_described(dialog.reading)}")
     return "\n".join(lines) + "\n"
+
+
+def _described(reading: Reading | None) -> str:
+    """A reading in the metrics' words: ``messages=3 conversations=2``, and its queues."""
+    if reading is None:
+        return "no value"
+    values = [
+        f"{name}={value:g}" if isinstance(value, float) else f"{name}={value}"
+        for name in ("messages", "mentions", "invitations", "conversations")
+        if (value := getattr(reading, name)) is not None
+    ]
+    if reading.oldest_unread_timestamp is not None:
+        values.append(f"oldest_unread_timestamp_seconds={reading.oldest_unread_timestamp:.3f}")
+    if reading.groups is not None:
+        split = reading.groups
+        values.append(
+            f"groups by {split.group_by}: {len(split.groups)} (folded into other: {split.folded})"
+        )
+    return " ".join(values)
 
 
 async def healthy(request: web.Request) -> web.Response:
@@ -233,6 +261,7 @@ async def landing(request: web.Request) -> web.Response:
     exporter = request.app[EXPORTER_KEY]
     now = time.time()
     rows = []
+    unfetched = False
     for name, runtime in exporter.runtimes.items():
         snapshot = runtime.snapshot()
         account, started_at = snapshot.account, snapshot.refresh_started_at
@@ -243,6 +272,7 @@ async def landing(request: web.Request) -> web.Response:
             if outcome is None:
                 fetched = started_at is not None
                 result, reason = ("in flight" if fetched else "not fetched yet"), ""
+                unfetched = unfetched or not fetched
             elif isinstance(outcome, Exception):
                 result, reason = "up 0", f"{outcome.reason}: {outcome.detail}"
             else:
@@ -274,6 +304,7 @@ tr:nth-child(even){{background:#f4f4f4}}</style></head>
 <a href="exporter-metrics">/exporter-metrics</a> &middot;
 <a href="-/healthy">/-/healthy</a> &middot;
 <a href="-/ready">/-/ready</a> &middot; config: {html.escape(status)}</p>
+{FETCH_HINT if unfetched else ""}
 <table><tr><th>provider</th><th>account</th><th>dialog</th><th>last result</th>
 <th>error</th><th>fetch duration</th><th>age</th><th></th></tr>
 {"".join(rows)}

@@ -23,11 +23,13 @@ from exporter.connections import (
     default_max_connections,
 )
 from exporter.logs import LEVELS, setup_logging
+from exporter.queues.coverage import coverage_of, overlap_warning
 from exporter.registry import PLUGIN_FAILURES, PROVIDERS
 from exporter.service import Exporter
 from exporter.simulator import Simulator
 from exporter.webconfig import WebConfig, WebConfigError, load_web_config
 
+DEMO_CONFIG = "<demo>"  # the source name of the demo's built-in config
 log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":9866"
@@ -152,6 +154,20 @@ def _print_problems(headline: str, problems: Sequence[str]) -> None:
         print(f"  {problem}", file=sys.stderr)
 
 
+def _demo_config() -> ExporterConfig:
+    """The demo's config, as ``--demo`` builds it (its simulators started to name their ports)."""
+
+    async def build() -> str:
+        simulator = Simulator()
+        await simulator.start()
+        try:
+            return simulator.demo_config_yaml()
+        finally:
+            await simulator.stop()
+
+    return parse_config(asyncio.run(build()), DEMO_CONFIG, base_dir=Path.cwd())
+
+
 def check_config(path: str, web_config_file: str | None = None) -> int:
     """``--config.check``: report and exit status, never serve.
 
@@ -160,13 +176,17 @@ def check_config(path: str, web_config_file: str | None = None) -> int:
     """
     status = 0
     try:
-        config = load_config(path)
+        config = _demo_config() if path == DEMO_CONFIG else load_config(path)
     except ConfigError as exc:
         _print_problems(f"config {path} is invalid:", exc.problems)
         status = 1
     else:
         dialogs = sum(len(a.dialogs) for a in config.accounts)
         print(f"config {path} is valid: {len(config.accounts)} accounts, {dialogs} dialogs")
+        for account in config.accounts:
+            provider = PROVIDERS[account.provider]
+            for pair in coverage_of(provider.coverage, account, provider.name).overlapping:
+                print(overlap_warning(account.name, pair), file=sys.stderr)
     if web_config_file:
         try:
             web_config = load_web_config(web_config_file)
@@ -191,7 +211,7 @@ async def serve(args: argparse.Namespace) -> int:
         await simulator.start()
         simulator.populate_demo()
         demo_yaml = simulator.demo_config_yaml()
-        load = lambda: parse_config(demo_yaml, "<demo>", base_dir=Path.cwd())  # noqa: E731
+        load = lambda: parse_config(demo_yaml, DEMO_CONFIG, base_dir=Path.cwd())  # noqa: E731
     else:
         config_path = args.config_file
         load = lambda: load_config(config_path)  # noqa: E731
@@ -265,7 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             extra={"provider": failure.name, "source": failure.source, "problem": failure.problem},
         )
     if args.config_check:
-        return check_config(args.config_file, args.web_config_file)
+        config_file = DEMO_CONFIG if args.demo else args.config_file
+        return check_config(config_file, args.web_config_file)
     # Only the refusals foreseen above are one line without a traceback; anything else
     # (an OSError or ValueError included) is a bug or an environment problem whose traceback
     # is what it takes to find it, so it propagates and Python prints it and exits 1.

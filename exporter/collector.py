@@ -7,17 +7,19 @@ made for that one request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.outcome import Reading
+from exporter.outcome import GroupReading, Reading
+from exporter.queues.tally import RESERVED, display_name
 from exporter.scrape import AccountResult, AccountSnapshot
 
 NAMESPACE = "chat_unread"
 DIALOG_LABELS = ["provider", "account", "dialog"]
+GROUP_LABELS = [*DIALOG_LABELS, "group_by", "group"]
 ACCOUNT_LABELS = ["provider", "account"]
 CACHE_NOTE = (
     " Some accounts serve cached values (cache_ttl or daily_request_budget pacing);"
@@ -67,9 +69,17 @@ class DialogCollector(Collector):
             "Unix time at which the value now served was fetched.",
             labels=DIALOG_LABELS,
         )
+        info = GaugeMetricFamily(
+            f"{NAMESPACE}_dialog_info",
+            "Always 1. part_of names the dialog of the same account that already counts all"
+            " of this dialog's items (empty: none); sums over dialogs leave such parts out"
+            " when their whole is in the sum, so no unread item is counted twice.",
+            labels=[*DIALOG_LABELS, "part_of"],
+        )
         for result in self._results:
             for dialog in result.dialogs:
                 labels = [result.account.provider, result.account.name, dialog.name]
+                info.add_metric([*labels, result.part_of.get(dialog.name, "")], 1.0)
                 up.add_metric(labels, 0.0 if dialog.error else 1.0)
                 if dialog.reading is None:
                     continue
@@ -79,6 +89,94 @@ class DialogCollector(Collector):
         yield from families.values()
         yield up
         yield age
+        yield info
+
+
+# (metric suffix, GroupReading attribute, HELP)
+GROUP_METRICS: tuple[tuple[str, str, str], ...] = (
+    ("group_messages", "messages", "Unread messages of the dialog in this group."),
+    ("group_mentions", "mentions", "Unread mentions of the dialog in this group."),
+    (
+        "group_conversations",
+        "conversations",
+        "Conversations or channels of the dialog in this group with unread messages, or"
+        " waiting on the team.",
+    ),
+    (
+        "group_oldest_unread_timestamp_seconds",
+        "oldest_unread_timestamp",
+        "Unix time since which the oldest unread conversation of this group has been waiting.",
+    ),
+)
+GROUP_NOTE = (
+    " The dialog's value split by its group_by (unassigned: no team, inbox or owner; other:"
+    " the groups beyond max_groups, summed); over a dialog's groups it adds up to the"
+    " dialog's value. Never add group series to dialog series."
+)
+
+
+class GroupCollector(Collector):
+    """Queues: the values of dialogs with ``group_by``, per group, and their names.
+
+    A group is served only with its dialog's ``up 1``: a dialog that failed shows no groups,
+    never the last ones.
+    """
+
+    def __init__(self, results: Sequence[AccountResult]) -> None:
+        self._results = results
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            attr: GaugeMetricFamily(
+                f"{NAMESPACE}_{suffix}", help_ + GROUP_NOTE, labels=GROUP_LABELS
+            )
+            for suffix, attr, help_ in GROUP_METRICS
+        }
+        info = GaugeMetricFamily(
+            f"{NAMESPACE}_group_info",
+            "Always 1: a group's display name, where the provider has one (never an email).",
+            labels=[*GROUP_LABELS, "name"],
+        )
+        folded = GaugeMetricFamily(
+            f"{NAMESPACE}_groups_folded",
+            "Groups of the dialog summed into group other because of max_groups (0: none).",
+            labels=DIALOG_LABELS,
+        )
+        for result in self._results:
+            account = result.account
+            for dialog in result.dialogs:
+                reading = dialog.reading
+                if dialog.error is not None or reading is None or reading.groups is None:
+                    continue
+                split = reading.groups
+                names = result.group_names.get(split.group_by, {})
+                dialog_labels = [account.provider, account.name, dialog.name]
+                folded.add_metric(dialog_labels, float(split.folded))
+                for group in split.groups:
+                    labels = [*dialog_labels, split.group_by, group.group]
+                    _add_group(families, labels, group)
+                    name = _group_name(group, names)
+                    if name is not None:
+                        info.add_metric([*labels, name], 1.0)
+        yield from families.values()
+        yield info
+        yield folded
+
+
+def _add_group(
+    families: dict[str, GaugeMetricFamily], labels: list[str], group: GroupReading
+) -> None:
+    for attr, family in families.items():
+        value = getattr(group, attr)
+        if value is not None:
+            family.add_metric(labels, float(value))
+
+
+def _group_name(group: GroupReading, looked_up: Mapping[str, str]) -> str | None:
+    """The answer's own name, else the looked-up one; reserved groups have none."""
+    if group.group in RESERVED:
+        return None
+    return display_name(group.name) or looked_up.get(group.group)
 
 
 def _add_reading(

@@ -27,6 +27,7 @@ from exporter.yamlfile import (
     PathKey,
     YamlFileError,
     YamlWalker,
+    did_you_mean,
     parse,
     read_small_file,
     read_text,
@@ -124,7 +125,11 @@ def _validate_account(
         if (*path, "provider") in walker.failed:
             return None  # e.g. an unset ${VAR}, already reported
         known = ", ".join(sorted(PROVIDERS))
-        detail = "is missing" if provider_name is None else f"{provider_name!r} is not known"
+        detail = (
+            "is missing"
+            if provider_name is None
+            else f"{provider_name!r} is not known{did_you_mean(str(provider_name), PROVIDERS)}"
+        )
         broken = [f for f in PLUGIN_FAILURES if f.name == provider_name]
         if broken:
             detail = f"{provider_name!r} is installed but {broken[0].problem}"
@@ -135,7 +140,7 @@ def _validate_account(
     try:
         account: AccountConfig = provider.account_model.model_validate(item)
     except ValidationError as exc:
-        walker.report(exc, item, path)
+        walker.report(exc, item, path, provider.account_model)
         return None
     return account
 
@@ -251,10 +256,11 @@ def _parse(
         raise ConfigError([f"{source}: the file must be a mapping with an 'accounts' list"])
     for key in data:
         if key not in _TOP_LEVEL_KEYS:
-            walker.problem((key,), "unknown field")
+            walker.unknown_field((key,), _TOP_LEVEL_KEYS)
     raw_accounts = data.get("accounts")
     if not isinstance(raw_accounts, list) or not raw_accounts:
-        if ("accounts",) not in walker.failed:
+        misspelt = any(did_you_mean(str(key), ["accounts"]) for key in data if key != "accounts")
+        if ("accounts",) not in walker.failed and not misspelt:
             walker.problem(("accounts",), "must be a non-empty list of accounts")
         raw_accounts = []
     accounts: list[AccountConfig] = []
@@ -274,7 +280,7 @@ def _parse(
         if account is not None:
             accounts.append(account)
     if walker.problems:
-        raise ConfigError(walker.problems)
+        raise ConfigError(walker.sorted_problems())
     return ExporterConfig(accounts=tuple(accounts), source=source)
 
 

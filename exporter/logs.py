@@ -21,6 +21,7 @@ LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
     "warn": logging.WARNING,
+    "warning": logging.WARNING,  # Python's and many tools' name for it
     "error": logging.ERROR,
 }
 _LEVEL_NAMES = {logging.WARNING: "warn", logging.CRITICAL: "error"}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -20,7 +20,10 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
+    model_validator,
 )
+
+from exporter.yamlfile import NAME_PATTERN
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
 _DURATION_UNITS = {
@@ -63,7 +66,7 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
-Name = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\s\x00-\x1f]+$")]
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 
 
 class FrozenModel(BaseModel):
@@ -76,6 +79,35 @@ class DialogConfig(FrozenModel):
     """One labelled series set (``dialog`` label) inside an account."""
 
     name: Name
+
+
+class GroupingDialog(DialogConfig):
+    """A dialog that can also be split by a dimension of the provider's answer (``group_by``).
+
+    A provider subclasses it with the dimensions it serves (``group_dimensions``) and refuses
+    ``group_by`` on the dialogs that cannot take it, so a config asks for nothing the provider
+    would have to make up. ``max_groups`` bounds the group series per dialog (the rest are
+    summed into ``other``).
+    """
+
+    group_dimensions: ClassVar[tuple[str, ...]] = ()
+
+    group_by: str | None = None
+    max_groups: int = Field(default=20, ge=1, le=1000)
+
+    @field_validator("group_by")
+    @classmethod
+    def _check_group_by(cls, value: str | None) -> str | None:
+        if value is not None and value not in cls.group_dimensions:
+            served = ", ".join(cls.group_dimensions) or "none"
+            raise ValueError(f"{value!r} is not a dimension this provider splits by ({served})")
+        return value
+
+    @model_validator(mode="after")
+    def _max_groups_needs_group_by(self) -> Self:
+        if self.group_by is None and "max_groups" in self.model_fields_set:
+            raise ValueError("max_groups applies only to a dialog with group_by")
+        return self
 
 
 def secret_text(secret: SecretStr | None) -> str:

@@ -35,11 +35,43 @@ class FetchError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class GroupReading:
+    """One group of a dialog split by ``group_by`` (a team, an inbox, a room, a channel).
+
+    ``group`` is the provider's stable id, or one of the reserved ``unassigned`` and ``other``;
+    ``name`` is a display name the answer itself carried (``None``: none, or looked up apart).
+    A value is ``None`` exactly where the dialog's own value is.
+    """
+
+    group: str
+    messages: int | None = None
+    mentions: int | None = None
+    conversations: int | None = None
+    oldest_unread_timestamp: float | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupSplit:
+    """A dialog's value split by one dimension: the groups served, and how many were folded.
+
+    Over ``groups`` the counts add up to the dialog's own and the oldest is the dialog's oldest
+    (``exporter.queues.tally`` builds splits that hold this, and the runtime checks every split
+    before serving it, a plugin's included). ``folded`` groups were summed into ``other``.
+    """
+
+    group_by: str
+    groups: tuple[GroupReading, ...]
+    folded: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Reading:
     """What one dialog reported; ``None`` means the provider does not report that value.
 
     ``messages`` is ``None`` too where the API has no true unread message count (an Intercom
     backlog counts waiting conversations only): an absent series, never a made-up 0.
+    ``groups`` is the same value split by the dialog's ``group_by`` (``None``: not split).
     """
 
     messages: int | None
@@ -47,6 +79,7 @@ class Reading:
     invitations: int | None = None
     conversations: int | None = None
     oldest_unread_timestamp: float | None = None
+    groups: GroupSplit | None = None
 
     def summary(self) -> str:
         """A few words for the landing page: unread messages, else waiting conversations."""

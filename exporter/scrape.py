@@ -29,6 +29,9 @@ from exporter.logs import escape_controls
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason
 from exporter.providers.base import AccountFetcher, Provider
+from exporter.queues.coverage import coverage_of
+from exporter.queues.names import GroupNames
+from exporter.queues.tally import split_problem
 from exporter.upstream import Clock, RequestNote, Upstream, UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -60,12 +63,18 @@ class DialogResult:
 
 @dataclass(frozen=True, slots=True)
 class AccountResult:
-    """What a scrape serves for one account, and how it was obtained."""
+    """What a scrape serves for one account, and how it was obtained.
+
+    ``part_of`` maps a dialog to the dialog that already counts its items (from the provider's
+    coverage of the config); ``group_names`` holds the groups' looked-up names by dimension.
+    """
 
     account: AccountConfig
     dialogs: tuple[DialogResult, ...]
     source: Source
     trace: tuple[str, ...]
+    part_of: Mapping[str, str] = field(default_factory=dict)
+    group_names: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -182,6 +191,12 @@ class AccountRuntime:
             clock=clock,
         )
         self.fetcher: AccountFetcher = provider.make_fetcher(account, self._upstream)
+        self.coverage = coverage_of(provider.coverage, account, provider.name)
+        self.group_names = GroupNames(
+            getattr(self.fetcher, "group_names", None),
+            (by for d in account.dialogs if (by := getattr(d, "group_by", None)) is not None),
+            clock,
+        )
         self._clock = clock
         self._last_round: Round | None = None
         self._last_good: dict[str, tuple[Reading, float]] = {}
@@ -226,6 +241,8 @@ class AccountRuntime:
             dialogs=tuple(self._dialog_result(d.name, current) for d in self.account.dialogs),
             source=source,
             trace=tuple(current.trace),
+            part_of=self.coverage.part_of,
+            group_names=self.group_names.current(),
         )
 
     def _dialog_result(self, name: str, current: Round) -> DialogResult:
@@ -254,9 +271,11 @@ class AccountRuntime:
     async def _run(self, round_: Round) -> None:
         started = time.perf_counter()
 
+        max_groups = {d.name: getattr(d, "max_groups", None) for d in self.account.dialogs}
+
         def record(dialog: str, outcome: Outcome) -> None:
             if isinstance(outcome, Reading):
-                outcome = _checked(outcome)
+                outcome = _checked(outcome, max_groups.get(dialog))
             if isinstance(outcome, Reading):
                 self._last_good[dialog] = (outcome, self._clock())
             else:
@@ -349,22 +368,24 @@ class AccountRuntime:
         )
 
     async def cancel(self) -> None:
-        """Stop a refresh still in flight (shutdown)."""
+        """Stop a refresh and a name lookup still in flight (shutdown)."""
+        await self.group_names.close()
         current = self._last_round
         if current is not None and current.task is not None and not current.task.done():
             current.task.cancel()
             await asyncio.gather(current.task, return_exceptions=True)
 
 
-def _checked(reading: Reading) -> Outcome:
-    """The reading, or ``bad_response`` if a value is not a finite float.
+def _checked(reading: Reading, max_groups: int | None = None) -> Outcome:
+    """The reading, or ``bad_response`` if a value is not a finite float or its groups do not
+    add up to it.
 
     Exposition writes every value as a float: one that overflows (a 400-digit count) or is
     NaN or infinite must fail its own dialog here, not the rendering of the whole scrape.
     """
     for item in fields(reading):
         value = getattr(reading, item.name)
-        if value is None:
+        if value is None or item.name == "groups":
             continue
         try:
             finite = math.isfinite(float(value))
@@ -372,6 +393,9 @@ def _checked(reading: Reading) -> Outcome:
             finite = False
         if not finite:
             return FetchError(Reason.BAD_RESPONSE, f"{item.name} is not a finite number")
+    problem = split_problem(reading, max_groups)
+    if problem is not None:
+        return FetchError(Reason.BAD_RESPONSE, f"group_by: {problem}")
     return reading
 
 

@@ -118,6 +118,7 @@ class Exporter:
         them nothing but a made-up timeout for healthy dialogs. The refresh is bounded by its
         round limit, and ``close()`` cancels it.
         """
+        runtime.group_names.cancel()
         task = runtime.refresh_in_flight
         if task is not None:
             self._retired.add(runtime)

@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Protocol
+from urllib.parse import urlencode
 
 import aiohttp
 from multidict import CIMultiDictProxy
@@ -309,6 +310,7 @@ class Upstream:
         sent, so it counts against the budget.
         """
         self._ledger.admit(self._clock())
+        shown = f"{url}?{urlencode(params, doseq=True)}" if params else url  # for the trace
         async with self._semaphore, self._pool.connection(self._timeout_seconds):
             sent_at, started = self._clock(), time.perf_counter()
             answer: tuple[int, CIMultiDictProxy[str], bytes] | None = None
@@ -333,10 +335,10 @@ class Upstream:
                 raise
             finally:
                 if answer is None:
-                    trace = self._trace(method, url, failure, started)
+                    trace = self._trace(method, shown, failure, started)
                     self._ledger.on_request(RequestNote(sent_at, 0, trace))
             status, resp_headers, raw = answer
-            trace = self._trace(method, url, str(status), started)
+            trace = self._trace(method, shown, str(status), started)
             outcome, retry_at = self._outcome(status, resp_headers, raw, refine)
             self._ledger.on_request(
                 RequestNote(

@@ -15,15 +15,17 @@ hang.
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import stat
-from collections.abc import Mapping
+import typing
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 _YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = f"{_YAML_TAG}merge"
@@ -60,7 +62,37 @@ _MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "required field is missing",
     "too_short": "must list at least one entry",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_type": "must be a number",
+    "float_parsing": "must be a number",
+    "string_too_short": "must not be empty",
 }
+# The pattern of names (``exporter.models.Name``), refused in words rather than as a regex.
+NAME_PATTERN = r"^[^\s\x00-\x1f]+$"
+# The patterns fields use, said in words (a regex is no answer to a YAML author).
+_PATTERN_WORDS = {
+    NAME_PATTERN: "must not be empty or contain spaces or control characters",
+    r"^[^,\s]+$": "must not contain commas, spaces or control characters",
+    r"^[^,]+$": "must not contain a comma",
+    r"^[0-9]+$": "must be digits only",
+    r"^[A-Za-z0-9_-]+$": "may hold only letters, digits, _ and -",
+    r"^[A-Za-z0-9-]+$": "may hold only letters, digits and -",
+}
+# Messages that name a bound from the error's context.
+_BOUND_MESSAGES = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+    "string_too_long": ("max_length", "must be at most {} characters long"),
+    "too_long": ("max_length", "must list at most {} entries"),
+}
+# YAML 1.1 reads these plain words as booleans or null, not as the text a name field wants.
+_YAML_WORDS_TAGS = frozenset(
+    {f"{_YAML_TAG}bool", f"{_YAML_TAG}null", f"{_YAML_TAG}int", f"{_YAML_TAG}float"}
+)
 
 
 class YamlFileError(Exception):
@@ -91,8 +123,11 @@ class YamlWalker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[PathKey, int] = {}
+        self.key_lines: dict[PathKey, int] = {}  # the line of each mapping key
+        self.plain_words: dict[PathKey, str] = {}  # unquoted scalars YAML read as non-text
         self.problems: list[str] = []
         self.failed: set[PathKey] = set()
+        self._problem_lines: list[int] = []
         self._constructor = yaml.constructor.SafeConstructor()
 
     def where(self, path: PathKey) -> str:
@@ -104,6 +139,18 @@ class YamlWalker:
     def problem(self, path: PathKey, text: str, line: int | None = None) -> None:
         where = self.where(path) if line is None else f"{self.source}:{line}"
         self.problems.append(f"{where}: {dotted(path)}: {text}")
+        number = where.rpartition(":")[2]
+        self._problem_lines.append(int(number) if number.isdigit() else 0)
+
+    def sorted_problems(self) -> list[str]:
+        """The problems in file order (by line; as found within one line)."""
+        order = sorted(range(len(self.problems)), key=self._problem_lines.__getitem__)
+        return [self.problems[index] for index in order]
+
+    def unknown_field(self, path: PathKey, known: Iterable[str]) -> None:
+        """An unknown key, at the key's own line, with the nearest known one if any is near."""
+        line = self.key_lines.get(path)
+        self.problem(path, "unknown field" + did_you_mean(str(path[-1]), known), line)
 
     def value_problem(self, path: PathKey, text: str, line: int | None = None) -> None:
         """A value that could not be read; later checks of that value stay silent."""
@@ -123,6 +170,8 @@ class YamlWalker:
         value = self._construct(node, path)
         if value is _UNREADABLE:
             return None
+        if node.tag in _YAML_WORDS_TAGS and isinstance(node, yaml.ScalarNode) and not node.style:
+            self.plain_words[path] = node.value[:40]
         if isinstance(value, str):
             return self.text(value, path)
         return value
@@ -132,11 +181,20 @@ class YamlWalker:
         del path  # used by subclasses, to report a problem at the value's line
         return value
 
-    def report(self, exc: ValidationError, data: Any, base: PathKey = ()) -> None:
+    def report(
+        self,
+        exc: ValidationError,
+        data: Any,
+        base: PathKey = (),
+        model: type[BaseModel] | None = None,
+    ) -> None:
         """Report each of pydantic's errors about ``data`` (found at ``base``) at its line.
 
         An error at a value whose reading already failed is left out (one problem, not two),
-        and so is pydantic's "too short" for a list whose item failed.
+        and so is one about a mapping holding such a value (a check of fields together, say,
+        that fails only because one of them could not be read), and pydantic's "too short"
+        for a list whose item failed. ``model`` (the model ``data`` was validated against)
+        lets an unknown field name the known one it is nearest to.
         """
         # include_input only so _pydantic_message can cut an echoed value; never printed.
         errors = exc.errors(include_url=False)
@@ -147,8 +205,16 @@ class YamlWalker:
             ):
                 continue
             where = (*base, *_loc_to_path(error["loc"], data))
-            if where not in self.failed:
-                self.problem(where, _pydantic_message(error))
+            if any(failed[: len(where)] == where for failed in self.failed):
+                continue  # the value, or one inside it, was already reported
+            if error["type"] == "extra_forbidden":
+                self.unknown_field(where, _fields_at(model, error["loc"][:-1]))
+                continue
+            message = _pydantic_message(error)
+            word = self.plain_words.get(where)
+            if error["type"] == "string_type" and word is not None:
+                message += _quoting_hint(word)
+            self.problem(where, message)
 
     def _walk_mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         """A mapping; ``<<: *anchor`` merge keys supply defaults that explicit keys override."""
@@ -165,6 +231,7 @@ class YamlWalker:
                 line = key_node.start_mark.line + 1
                 self.problem(path, f"key {key!r} is not a string (quote it)", line)
                 continue
+            self.key_lines[(*path, key)] = key_node.start_mark.line + 1
             if key in result:
                 self.lines[(*path, key)] = key_node.start_mark.line + 1
                 self.problem((*path, key), "duplicate key")
@@ -224,10 +291,67 @@ def _loc_to_path(loc: tuple[int | str, ...], data: Any) -> PathKey:
     return tuple(path)
 
 
+def did_you_mean(word: str, known: Iterable[str]) -> str:
+    """`` (did you mean X?)`` for the known word nearest to a misspelt one, else ''."""
+    choices = list(known)
+    folded = {choice.lower(): choice for choice in choices}
+    if word.lower() in folded:
+        return f" (did you mean {folded[word.lower()]}?)"
+    near = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return f" (did you mean {near[0]}?)" if near else ""
+
+
+def _quoting_hint(word: str) -> str:
+    """Why a plain word is not text to YAML: a keyword is named, a number never echoed (it may
+    be a credential pasted unquoted)."""
+    lowered = word.lower()
+    if lowered in ("null", "~", ""):
+        return f"; YAML reads {word or 'an empty value'} as null: quote it"
+    if lowered in ("y", "yes", "n", "no", "true", "false", "on", "off"):
+        return f'; YAML reads {word} as a boolean: quote it ("{word}")'
+    return "; YAML reads the value as a number: quote it"
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the model found at ``loc`` inside ``model`` (lists followed to
+    their items' model); none when it cannot be told."""
+    current = model
+    for part in loc:
+        if current is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        current = _model_in(field.annotation) if field is not None else None
+    return list(current.model_fields) if current is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The model an annotation holds (``tuple[Dialog, ...]``, ``Dialog | None``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in typing.get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
 def _pydantic_message(error: Mapping[str, Any]) -> str:
     kind = error.get("type", "")
     if kind in _MESSAGES:
         return _MESSAGES[kind]
+    context = error.get("ctx") or {}
+    if kind in _BOUND_MESSAGES and _BOUND_MESSAGES[kind][0] in context:
+        key, text = _BOUND_MESSAGES[kind]
+        bound = context[key]
+        if isinstance(bound, float) and bound.is_integer():
+            bound = int(bound)
+        return text.format(bound)
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_WORDS.get(str(context.get("pattern")), "does not have the form it takes")
+    if kind == "literal_error" and "expected" in context:
+        return f"must be one of {context['expected']}"
     message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
     value = error.get("input")
     if isinstance(value, str) and value and repr(value) in message:

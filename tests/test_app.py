@@ -203,3 +203,29 @@ async def test_exporter_metrics_fetch_nothing(sim: Simulator, scrape_client: Scr
     assert (
         value(after, "chat_unread_cache_misses_total", provider="imkit", account="imkit-app") == 1
     )
+
+
+async def test_probe_debug_1_shows_queries_and_values_in_the_metrics_words(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config_yaml(sim))
+    response = await client.get("/probe?account=acme-crisp&debug=1")
+    text = await response.text()
+    assert response.status == 200
+    # The URL with its query, as sent; the reading as the metrics name its values.
+    assert "/conversations/1?filter_unread=1&filter_not_resolved=1&per_page=50 -> 200" in text
+    assert "dialog backlog: up 1, messages=" in text
+    assert "Reading(" not in text
+    assert (await client.get("/probe?account=acme-crisp&debug=maybe")).status == 400
+
+
+async def test_landing_page_says_how_to_fetch_until_something_was_fetched(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config_yaml(sim))
+    before = await (await client.get("/")).text()
+    assert "Values are fetched when Prometheus scrapes." in before
+    assert "not fetched yet" in before
+    await get_metrics(client)
+    after = await (await client.get("/")).text()
+    assert "Values are fetched when Prometheus scrapes." not in after

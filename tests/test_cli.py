@@ -771,3 +771,17 @@ async def test_secret_cut_by_error_body_truncation_does_not_leak(
         await exporter.stop()
         _, stderr = exporter.output()
     assert token[:10] not in text + stderr
+
+
+def test_demo_config_check_checks_the_demo_not_the_working_directory(tmp_path: Path) -> None:
+    result = run_cli("--demo", "--config.check", cwd=tmp_path)  # no config.yaml here
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config <demo> is valid: ")
+
+
+def test_log_level_warning_is_accepted_as_warn(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("accounts: []\n")
+    result = run_cli("--log.level=warning", "--config.check", cwd=tmp_path)
+    assert "invalid choice" not in result.stderr
+    assert result.returncode == 1  # the empty config, not the flag, is refused
+    assert "accounts: must be a non-empty list of accounts" in result.stderr

@@ -19,9 +19,9 @@ from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
 from exporter.app import negotiate
-from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
 from exporter.models import AccountConfig
-from exporter.outcome import FetchError, Reading, Reason
+from exporter.outcome import FetchError, GroupReading, GroupSplit, Reading, Reason
 from exporter.providers.crisp import CrispAccount
 from exporter.providers.sendbird import SendbirdAccount
 from exporter.scrape import AccountResult, AccountSnapshot, BudgetUse, DialogResult
@@ -111,6 +111,7 @@ def test_each_value_has_its_series_and_a_none_value_has_none() -> None:
         *VALUE_HELP,
         "chat_unread_up",
         "chat_unread_last_success_timestamp_seconds",
+        "chat_unread_dialog_info",
     }
     assert series(parsed["chat_unread_messages"][2]) == {
         ("chat_unread_messages", dialog("agent-42")): 3.0,
@@ -192,7 +193,8 @@ def test_up_0_without_values_and_no_account_no_series() -> None:
     ]
     parsed = families(render(DialogCollector([result(sendbird(), *down)])))
     assert {name: samples for name, (_, _, samples) in parsed.items() if samples} == {
-        "chat_unread_up": parsed["chat_unread_up"][2]
+        "chat_unread_up": parsed["chat_unread_up"][2],
+        "chat_unread_dialog_info": parsed["chat_unread_dialog_info"][2],
     }
     assert set(series(parsed["chat_unread_up"][2]).values()) == {0.0}
     assert all(samples == [] for _, _, samples in families(render(DialogCollector([]))).values())
@@ -334,3 +336,70 @@ def test_openmetrics_reads_the_same_series(cached: bool) -> None:
         for key, number in series(samples).items()
     }
     assert from_om == from_text
+
+
+def test_groups_are_served_with_names_and_folded_count_only_while_the_dialog_is_up() -> None:
+    split = GroupSplit(
+        "inbox",
+        (
+            GroupReading("inbox-1", messages=4, conversations=2, oldest_unread_timestamp=5.0),
+            GroupReading("unassigned", messages=1, conversations=1, oldest_unread_timestamp=9.0),
+            GroupReading("other", messages=2, conversations=1, oldest_unread_timestamp=7.0),
+        ),
+        folded=3,
+    )
+    waiting = Reading(7, conversations=4, oldest_unread_timestamp=5.0, groups=split)
+    up = result(crisp(), DialogResult("backlog", waiting, FETCHED_AT, None))
+    up = AccountResult(
+        account=up.account,
+        dialogs=up.dialogs,
+        source="fresh",
+        trace=(),
+        part_of={},
+        group_names={"inbox": {"inbox-1": "Sales EU"}},
+    )
+    parsed = families(render(GroupCollector([up])))
+    backlog = {"provider": "crisp", "account": "acme-crisp", "dialog": "backlog"}
+
+    def group(name: str) -> Labels:
+        return labels(**backlog, group_by="inbox", group=name)
+
+    assert series(parsed["chat_unread_group_messages"][2]) == {
+        ("chat_unread_group_messages", group("inbox-1")): 4.0,
+        ("chat_unread_group_messages", group("unassigned")): 1.0,
+        ("chat_unread_group_messages", group("other")): 2.0,
+    }
+    assert parsed["chat_unread_group_mentions"][2] == []
+    assert series(parsed["chat_unread_group_info"][2]) == {
+        (
+            "chat_unread_group_info",
+            labels(**backlog, group_by="inbox", group="inbox-1", name="Sales EU"),
+        ): 1.0
+    }
+    assert series(parsed["chat_unread_groups_folded"][2]) == {
+        ("chat_unread_groups_folded", labels(**backlog)): 3.0
+    }
+    # The same cached reading served with up 0 (cache_ttl): no group series at all.
+    down = result(
+        crisp(), DialogResult("backlog", waiting, FETCHED_AT, FetchError(Reason.HTTP_5XX, "502"))
+    )
+    assert all(samples == [] for _, _, samples in families(render(GroupCollector([down]))).values())
+
+
+def test_dialog_info_names_the_whole_each_part_is_counted_in() -> None:
+    account = sendbird()
+    plain = result(
+        account, *(DialogResult(n, Reading(1), FETCHED_AT, None) for n in ("agent-42", "agent-7"))
+    )
+    covered = AccountResult(
+        account=account,
+        dialogs=plain.dialogs,
+        source="fresh",
+        trace=(),
+        part_of={"agent-7": "agent-42"},
+    )
+    parsed = families(render(DialogCollector([covered])))
+    assert series(parsed["chat_unread_dialog_info"][2]) == {
+        ("chat_unread_dialog_info", labels(**dict(dialog("agent-42")), part_of="")): 1.0,
+        ("chat_unread_dialog_info", labels(**dict(dialog("agent-7")), part_of="agent-42")): 1.0,
+    }

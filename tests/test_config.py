@@ -633,7 +633,7 @@ REFUSALS = [
             text=with_fields(CRISP, "tier: gold"),
             path="accounts[0].tier",
             line_with="tier: gold",
-            problem="Input should be 'plugin' or 'website'",
+            problem="must be one of 'plugin' or 'website'",
         ),
         id="bad-tier",
     ),
@@ -642,7 +642,7 @@ REFUSALS = [
             text=CRISP + "      - name: vip\n        session_id: s-1\n        side: both\n",
             path="accounts[0].dialogs[1].side",
             line_with="side: both",
-            problem="Input should be 'visitor' or 'operator'",
+            problem="must be one of 'visitor' or 'operator'",
         ),
         id="bad-side",
     ),
@@ -651,7 +651,7 @@ REFUSALS = [
             text=SENDBIRD + "        channels: open\n",
             path="accounts[0].dialogs[0].channels",
             line_with="channels: open",
-            problem="Input should be 'all', 'super_group' or 'non_super_group'",
+            problem="must be one of 'all', 'super_group' or 'non_super_group'",
         ),
         id="bad-channels",
     ),
@@ -678,7 +678,7 @@ REFUSALS = [
             text=with_fields(SENDBIRD, "timeout: 0"),
             path="accounts[0].timeout",
             line_with="timeout:",
-            problem="Input should be greater than 0",
+            problem="must be more than 0",
         ),
         id="zero-timeout",
     ),
@@ -687,7 +687,7 @@ REFUSALS = [
             text=with_fields(SENDBIRD, "timeout: 0s"),
             path="accounts[0].timeout",
             line_with="timeout:",
-            problem="Input should be greater than 0",
+            problem="must be more than 0",
         ),
         id="zero-timeout-string",
     ),
@@ -723,7 +723,7 @@ REFUSALS = [
             text=with_fields(SENDBIRD, "max_concurrency: 0"),
             path="accounts[0].max_concurrency",
             line_with="max_concurrency:",
-            problem="greater than or equal to 1",
+            problem="must be at least 1",
         ),
         id="zero-concurrency",
     ),
@@ -732,7 +732,7 @@ REFUSALS = [
             text=with_fields(SENDBIRD, "daily_request_budget: 0"),
             path="accounts[0].daily_request_budget",
             line_with="daily_request_budget:",
-            problem="greater than or equal to 1",
+            problem="must be at least 1",
         ),
         id="zero-budget",
     ),
@@ -777,7 +777,7 @@ REFUSALS = [
             text=SENDBIRD.replace("- name: sb", "- name: my account"),
             path="accounts[0].name",
             line_with="- name: my account",
-            problem="String should match pattern",
+            problem="must not be empty or contain spaces or control characters",
         ),
         id="name-with-space",
     ),
@@ -923,7 +923,7 @@ REFUSALS = [
             text=QB_TOKEN + "        dialog_id: a,b\n",
             path="accounts[0].dialogs[0].dialog_id",
             line_with="dialog_id:",
-            problem="String should match pattern",
+            problem="must not contain commas, spaces or control characters",
         ),
         id="quickblox-dialog-id-list",
     ),
@@ -1290,3 +1290,103 @@ def test_load_config_unreadable_file(
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert caught.value.problems == [f"{path}{problem}"]
+
+
+# Issue 16's papercuts: what a newcomer's first broken config is told, in plain words.
+PAPERCUTS = [
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "timout: 5s"),
+            path="accounts[0].timout",
+            line_with="timout",
+            problem="unknown field (did you mean timeout?)",
+        ),
+        id="did-you-mean-field",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("provider: sendbird", "provider: SendBird"),
+            path="accounts[0].provider",
+            line_with="provider",
+            problem="provider 'SendBird' is not known (did you mean sendbird?)",
+        ),
+        id="did-you-mean-provider",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("accounts:", "acounts:"),
+            path="acounts",
+            line_with="acounts",
+            problem="unknown field (did you mean accounts?)",
+        ),
+        id="misspelt-accounts-at-its-own-line-alone",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("- name: sb", "- name: no"),
+            path="accounts[0].name",
+            line_with="name: no",
+            problem='must be a string; YAML reads no as a boolean: quote it ("no")',
+        ),
+        id="yaml-boolean-quoting-hint",
+    ),
+    pytest.param(
+        Refusal(
+            text=with_fields(SENDBIRD, "max_concurrency: lots"),
+            path="accounts[0].max_concurrency",
+            line_with="max_concurrency",
+            problem="must be a whole number",
+        ),
+        id="plain-words-integer",
+    ),
+    pytest.param(
+        Refusal(
+            text=SENDBIRD.replace("- name: sb", "- name: my sb"),
+            path="accounts[0].name",
+            line_with="name: my sb",
+            problem="must not be empty or contain spaces or control characters",
+        ),
+        id="plain-words-pattern",
+    ),
+]
+
+
+@pytest.mark.parametrize("refusal", PAPERCUTS)
+def test_refusals_speak_plainly_at_the_key_line(refusal: Refusal) -> None:
+    reported = only_problem(refusal.text)
+    location = f"{SOURCE}:{line_of(refusal.text, refusal.line_with)}: {refusal.path}: "
+    assert reported.startswith(location + refusal.problem), reported
+
+
+def test_problems_are_in_file_order_without_follow_on_errors() -> None:
+    text = with_fields(
+        SENDBIRD.replace("api_token: sb-token", "api_token: ${SB_TOKEN}"),
+        "max_concurrency: lots",
+    ).replace("user_id: agent-42", "user_id: agent-42\n        channels: open")
+    problems = refuse(text, environ={})
+    lines = [int(problem.split(":")[1]) for problem in problems]
+    assert lines == sorted(lines)
+    assert [problem.split(": ", 1)[1] for problem in problems] == [
+        "accounts[0].max_concurrency: must be a whole number",
+        "accounts[0].api_token: environment variable SB_TOKEN is not set",
+        "accounts[0].dialogs[0].channels: must be one of 'all', 'super_group' or 'non_super_group'",
+    ]
+
+
+def test_an_unset_variable_is_the_only_problem_of_its_account() -> None:
+    """config.example.yaml's QuickBlox account without its variables: each unset variable is
+    reported, never the follow-on 'application_id, auth_key and auth_secret go together'."""
+    text = """\
+accounts:
+  - name: qb
+    provider: quickblox
+    application_id: 1
+    auth_key: ${QB_AUTH_KEY}
+    auth_secret: ${QB_AUTH_SECRET}
+    dialogs:
+      - name: all
+"""
+    assert refuse(text, environ={}) == [
+        f"{SOURCE}:5: accounts[0].auth_key: environment variable QB_AUTH_KEY is not set",
+        f"{SOURCE}:6: accounts[0].auth_secret: environment variable QB_AUTH_SECRET is not set",
+    ]

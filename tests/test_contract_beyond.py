@@ -117,7 +117,7 @@ def test_config_check_accepts_the_example(tmp_path: Path) -> None:
             "region: us ",
             "region: mars ",
             14,
-            "accounts[1].region: Input should be 'us', 'eu' or 'au'",
+            "accounts[1].region: must be one of 'us', 'eu' or 'au'",
             id="intercom-unknown-region",
         ),
         pytest.param(

@@ -7,11 +7,13 @@ lets each case be set up exactly (a refused since token, a bad count, a 429 with
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import aiohttp
 import pytest
 
+from exporter.cli import check_config
 from exporter.config import ConfigError, parse_config
 from exporter.simulator import Fault, MatrixRoom, SeenRequest, Simulator
 from tests.support import (
@@ -75,13 +77,21 @@ async def test_sync_asks_for_counts_only_without_waiting_or_presence(
     assert params["timeout"] == "0"
     assert params["set_presence"] == "offline"
     sync_filter = json.loads(params["filter"])
-    assert sync_filter["event_fields"] == ["type"]
+    assert sync_filter["event_fields"] == [
+        "type",
+        "content.name",
+        "content.alias",
+        "content.replacement_room",
+        "content.global.override",
+    ]
     assert sync_filter["presence"] == {"not_types": ["*"]}
-    assert sync_filter["account_data"] == {"not_types": ["*"]}
+    assert sync_filter["account_data"] == {"types": ["m.push_rules"]}
     room = sync_filter["room"]
-    assert room["timeline"] == {"limit": 1}
-    assert room["state"] == {"not_types": ["*"]}
-    assert room["ephemeral"] == {"types": ["m.receipt"]}
+    assert room["timeline"] == {"limit": 1, "unread_thread_notifications": True}
+    assert room["state"] == {"types": ["m.room.name", "m.room.canonical_alias", "m.room.tombstone"]}
+    # A full sync lists every room without receipts (their size grows with every member's);
+    # an incremental one needs them to see a room whose count a receipt lowered.
+    assert room["ephemeral"] == {"not_types": ["*"]}
     assert room["account_data"] == {"not_types": ["*"]}
     [nonce] = room["not_rooms"]
     assert nonce.startswith("!")
@@ -109,6 +119,7 @@ async def test_later_syncs_are_incremental_and_never_repeat_a_request(
     assert "since" not in syncs[0]
     assert syncs[1]["since"] != syncs[2]["since"]
     assert len({s["filter"] for s in syncs}) == 3  # no request repeats an earlier cache key
+    assert json.loads(syncs[1]["filter"])["room"]["ephemeral"] == {"types": ["m.receipt"]}
 
 
 async def test_left_room_drops_out(sim: Simulator, scrape_client: ScrapeClient) -> None:
@@ -262,8 +273,16 @@ async def test_simulator_answers_unknown_routes_like_synapse(sim: Simulator) -> 
     ("replace", "by", "problem"),
     [
         ("    base_url: {url}\n", "", "accounts[0].base_url: required field is missing"),
-        (f'room: "{MATRIX_ALIAS}"', "room: support", "accounts[0].dialogs[1].room: String should"),
-        (f'room: "{MATRIX_ALIAS}"', 'room: "#support"', "accounts[0].dialogs[1].room: String"),
+        (
+            f'room: "{MATRIX_ALIAS}"',
+            "room: support",
+            "accounts[0].dialogs[1].room: must be a room id",
+        ),
+        (
+            f'room: "{MATRIX_ALIAS}"',
+            'room: "#support"',
+            "accounts[0].dialogs[1].room: must be a room id",
+        ),
     ],
 )
 def test_config_refuses_missing_homeserver_and_bad_rooms(
@@ -275,3 +294,246 @@ def test_config_refuses_missing_homeserver_and_bad_rooms(
     [reported] = caught.value.problems
     assert reported.startswith("matrix.yaml:")
     assert problem in reported
+
+
+def grouped_config(sim: Simulator, max_groups: int = 20) -> str:
+    return config(sim).replace(
+        "      - name: all\n",
+        f"      - name: all\n        group_by: room\n        max_groups: {max_groups}\n",
+    )
+
+
+def groups(samples: Samples, metric: str) -> dict[str, float]:
+    return {
+        dict(labels)["group"]: number
+        for (name, labels), number in samples.items()
+        if name == metric and dict(labels).get("dialog") == "all"
+    }
+
+
+async def test_all_rooms_split_by_room_with_names_from_the_same_sync(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    rooms[MATRIX_ROOMS[0]].name = "Support"
+    client = await scrape_client(grouped_config(sim))
+    first = await get_metrics(client)
+    rooms[MATRIX_ROOMS[1]].notifications = 7
+    rooms[MATRIX_ROOMS[0]].name = "Support desk"  # a rename arrives in the incremental sync
+    second = await get_metrics(client)
+
+    assert groups(first, "chat_unread_group_messages") == {
+        MATRIX_ROOMS[0]: 5.0,
+        MATRIX_ROOMS[1]: 3.0,
+    }
+    assert groups(second, "chat_unread_group_messages") == {
+        MATRIX_ROOMS[0]: 5.0,
+        MATRIX_ROOMS[1]: 7.0,
+    }
+    assert sum(groups(second, "chat_unread_group_messages").values()) == messages(second)["all"]
+    assert groups(second, "chat_unread_group_mentions") == {
+        MATRIX_ROOMS[0]: 2.0,
+        MATRIX_ROOMS[1]: 0.0,
+    }
+    names = {
+        dict(labels)["group"]: dict(labels)["name"]
+        for (name, labels), _ in second.items()
+        if name == "chat_unread_group_info"
+    }
+    assert names == {MATRIX_ROOMS[0]: "Support desk"}
+    # Zero extra requests: one sync per scrape and the alias lookup once, as without group_by.
+    assert [r.path for r in sim.matrix.requests].count(SYNC) == 2
+    assert len(sim.matrix.requests) == 3
+    part_of = {
+        dict(labels)["dialog"]: dict(labels)["part_of"]
+        for (name, labels), _ in second.items()
+        if name == "chat_unread_dialog_info" and dict(labels)["provider"] == "matrix"
+    }
+    assert part_of == {"all": "", "support": "all", "sales": "all"}
+
+
+async def test_rooms_beyond_max_groups_are_folded_into_other(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(grouped_config(sim, max_groups=1))
+    samples = await get_metrics(client)
+
+    assert groups(samples, "chat_unread_group_messages") == {"other": 8.0}
+    assert (
+        value(
+            samples,
+            "chat_unread_groups_folded",
+            provider="matrix",
+            account="team-matrix",
+            dialog="all",
+        )
+        == 2.0
+    )
+
+
+async def test_a_failed_sync_shows_no_room_groups(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(grouped_config(sim))
+    assert groups(await get_metrics(client), "chat_unread_group_messages")
+    sim.matrix.fault = Fault.answer(502, {"errcode": "M_UNKNOWN", "error": "Bad gateway"})
+    samples = await get_metrics(client)
+
+    assert (
+        value(samples, "chat_unread_up", provider="matrix", account="team-matrix", dialog="all")
+        == 0.0
+    )
+    assert groups(samples, "chat_unread_group_messages") == {}
+
+
+@pytest.mark.parametrize(
+    ("dialog", "line", "problem"),
+    [
+        pytest.param(
+            'room: "!a:x"\n        group_by: room', 7, "only to the dialog of all", id="room"
+        ),
+        pytest.param(
+            "group_by: team", 8, "not a dimension this provider splits by (room)", id="team"
+        ),
+        pytest.param(
+            "group_by: room\n        max_groups: 1001", 9, "must be at most 1000", id="max"
+        ),
+        pytest.param("max_groups: 5", 7, "max_groups applies only", id="no-group-by"),
+    ],
+)
+def test_a_grouping_matrix_cannot_serve_is_refused_at_its_line(
+    dialog: str, line: int, problem: str
+) -> None:
+    text = f"""accounts:
+  - name: m
+    provider: matrix
+    base_url: https://matrix.example.org
+    access_token: t
+    dialogs:
+      - name: d
+        {dialog}
+"""
+    with pytest.raises(ConfigError) as refused:
+        parse_config(text, "config.yaml")
+    [message] = refused.value.problems
+    assert message.startswith(f"config.yaml:{line}: accounts[0].dialogs[0]")
+    assert problem in message
+
+
+def test_config_check_warns_of_rooms_that_may_be_one_without_a_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    rooms = """accounts:
+  - name: m
+    provider: matrix
+    base_url: https://matrix.example.org
+    access_token: t
+    dialogs:
+      - name: support
+        room: "#support:example.org"
+      - name: desk
+        room: "!desk:example.org"
+      - name: sales
+        room: "!sales:example.org"
+"""
+    path.write_text(rooms)
+    assert check_config(str(path)) == 0
+    warnings = capsys.readouterr().err.splitlines()
+    # An alias may name either room; two room ids are two rooms.
+    assert [w.split(":")[1].strip() for w in warnings] == [
+        "account m",
+        "account m",
+    ]
+    assert "dialogs support and desk can count the same unread items" in warnings[0]
+    assert "dialogs support and sales" in warnings[1]
+    path.write_text(rooms + "      - name: all\n")
+    assert check_config(str(path)) == 0
+    assert capsys.readouterr().err == ""
+
+
+# Issue 15: the values a person's client (Element) shows, case by case.
+
+
+async def test_thread_replies_are_left_out_of_the_room_count_as_element_does(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[1]].thread_notifications = 4
+    samples = await get_metrics(await scrape_client(config(sim)))
+    assert messages(samples) == {"all": 8.0, "support": 5.0, "sales": 3.0}
+
+
+async def test_a_muted_room_counts_zero_as_element_shows_it(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    assert messages(await get_metrics(client))["sales"] == 3.0
+    sim.matrix.muted[MATRIX_TOKEN] = {MATRIX_ROOMS[1]}  # muted after the messages arrived
+    muted = await get_metrics(client)
+    assert messages(muted) == {"all": 5.0, "support": 5.0, "sales": 0.0}
+    # The mute holds in later syncs that do not carry the push rules again ...
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[0]].notifications = 6
+    assert messages(await get_metrics(client)) == {"all": 6.0, "support": 6.0, "sales": 0.0}
+    # ... until the rules change again.
+    sim.matrix.muted[MATRIX_TOKEN] = set()
+    assert messages(await get_metrics(client)) == {"all": 9.0, "support": 6.0, "sales": 3.0}
+
+
+async def test_invites_are_counted_as_invitations_of_all_rooms(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    sim.matrix.invites[MATRIX_TOKEN] = {"!new:example.org", "!other:example.org"}
+    client = await scrape_client(config(sim))
+    samples = await get_metrics(client)
+    assert dialog_values(samples, "chat_unread_invitations", "matrix") == {"all": 2.0}
+    assert messages(samples)["all"] == 8.0  # an invite is no unread message
+
+
+async def test_an_upgraded_room_is_shown_through_its_successor(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    rooms = sim.matrix.users[MATRIX_TOKEN]
+    rooms["!support-v2:example.org"] = MatrixRoom(notifications=1)
+    rooms[MATRIX_ROOMS[0]].replaced_by = "!support-v2:example.org"
+    samples = await get_metrics(await scrape_client(grouped_config(sim)))
+    # The old room's 5 messages are hidden; its 2 highlights count in the successor.
+    assert messages(samples) == {"all": 4.0, "support": 0.0, "sales": 3.0}
+    assert groups(samples, "chat_unread_group_mentions") == {
+        "!support-v2:example.org": 2.0,
+        MATRIX_ROOMS[1]: 0.0,
+    }
+
+
+async def test_a_homeserver_restored_from_a_backup_is_followed_by_a_full_sync(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    for _ in range(12):  # the exporter's since token moves well past the backup's position
+        await get_metrics(client)
+    sim.matrix.restore_backup()
+    sim.matrix.users[MATRIX_TOKEN][MATRIX_ROOMS[1]].notifications = 9
+    samples = await get_metrics(client)
+    assert messages(samples) == {"all": 14.0, "support": 5.0, "sales": 9.0}
+    syncs = [query(r) for r in sim.matrix.calls(SYNC)]
+    assert "since" in syncs[-2]  # answered "nothing new" from behind the token ...
+    assert "since" not in syncs[-1]  # ... so the same refresh made a full sync
+
+
+async def test_rooms_beyond_the_bound_fail_the_sync_instead_of_growing_memory(
+    sim: Simulator, scrape_client: ScrapeClient
+) -> None:
+    client = await scrape_client(config(sim))
+    await get_metrics(client)
+    join = {
+        f"!r{n}:example.org": {
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0}
+        }
+        for n in range(50_001)
+    }
+    sim.matrix.fault = Fault.answer(200, {"next_batch": "s9999_0_0", "rooms": {"join": join}})
+    samples = await get_metrics(client)
+    assert (
+        value(samples, "chat_unread_up", provider="matrix", account="team-matrix", dialog="all")
+        == 0.0
+    )
+    assert errors_of(samples, "matrix", "bad_response")

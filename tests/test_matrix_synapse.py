@@ -425,3 +425,91 @@ async def test_two_hundred_rooms_in_one_sync(
     assert sum(n for n, _ in oracle.values()) == 199 - 49 + 30
     assert served(second) == expected(oracle, dialogs, {})
     assert upstream_requests(second) == 2.0  # one sync per scrape, whatever the room count
+
+
+def sync_filter_with_threads_apart() -> str:
+    return quote(json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}}))
+
+
+async def test_values_equal_what_element_shows_threads_mutes_invites_upgrades(
+    homeserver: Homeserver, scrape_client: ScrapeClient
+) -> None:
+    """Synapse's counts, read as Element reads them: thread replies left out of the room's
+    badge, a muted room at 0, an invite as one, an upgraded room hidden behind its successor
+    with its highlights carried over."""
+    watched, sender, inviter = await asyncio.gather(
+        homeserver.register("agent"), homeserver.register("customer"), homeserver.register("peer")
+    )
+    threaded, muted, upgraded = await asyncio.gather(
+        *(homeserver.create_room(watched) for _ in range(3))
+    )
+    await asyncio.gather(*(homeserver.join(sender, r) for r in (threaded, muted, upgraded)))
+    root = await homeserver.send(sender, threaded)
+    reply = {
+        "msgtype": "m.text",
+        "body": "in a thread",
+        "m.relates_to": {"rel_type": "m.thread", "event_id": root},
+    }
+    path = f"{CLIENT}/rooms/{quote(threaded)}/send/m.room.message/{secrets.token_hex(8)}"
+    await homeserver.call("PUT", path, sender, reply)
+    for _ in range(2):
+        await homeserver.send(sender, muted)
+    await homeserver.send(sender, upgraded)
+    await homeserver.send(sender, upgraded, mention=watched)
+    # Element's "Mute", after the messages arrived: an override rule matching the room.
+    rule = {
+        "conditions": [{"kind": "event_match", "key": "room_id", "pattern": muted}],
+        "actions": [],
+    }
+    await homeserver.call(
+        "PUT", f"{CLIENT}/pushrules/global/override/{quote(muted)}", watched, rule
+    )
+    successor = (
+        await homeserver.call(
+            "POST", f"{CLIENT}/rooms/{quote(upgraded)}/upgrade", watched, {"new_version": "10"}
+        )
+    )["replacement_room"]
+    invited = await homeserver.create_room(inviter)
+    await homeserver.call(
+        "POST", f"{CLIENT}/rooms/{quote(invited)}/invite", inviter, {"user_id": watched.user_id}
+    )
+
+    # What Synapse itself counts: threads in the room's count, the mute not applied backwards.
+    plain = await homeserver.counts(watched)
+    assert plain[threaded] == (2, 0)
+    assert plain[muted] == (2, 0)
+    assert plain[upgraded] == (2, 1)
+    dialogs = {"all": None, "threaded": threaded, "muted": muted, "upgraded": upgraded}
+    samples = await get_metrics(
+        await scrape_client(exporter_config(homeserver.url, watched, dialogs))
+    )
+
+    assert dialog_values(samples, "chat_unread_messages", "matrix") == {
+        "all": 1.0 + plain[successor][0],  # the thread root only; muted and replaced hidden
+        "threaded": 1.0,
+        "muted": 0.0,
+        "upgraded": 0.0,
+    }
+    assert dialog_values(samples, "chat_unread_mentions", "matrix") == {
+        "all": 1.0 + plain[successor][1],  # the replaced room's highlight, in its successor
+        "threaded": 0.0,
+        "muted": 0.0,
+        "upgraded": 0.0,
+    }
+    assert dialog_values(samples, "chat_unread_invitations", "matrix") == {"all": 1.0}
+    # The thread's root is what the room's own main-timeline count holds, as Synapse says
+    # when asked for thread counts apart.
+    path = f"{CLIENT}/sync?timeout=0&filter={sync_filter_with_threads_apart()}"
+    device = await homeserver.call(
+        "POST",
+        f"{CLIENT}/login",
+        body={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": watched.localpart},
+            "password": PASSWORD,
+        },
+    )
+    apart = unread_counts(
+        await homeserver.call("GET", path, User(watched.user_id, device["access_token"]))
+    )
+    assert apart[threaded] == (1, 0)

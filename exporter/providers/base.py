@@ -28,7 +28,9 @@ from exporter.envelope import (
     scalars,
 )
 from exporter.models import AccountConfig, DialogConfig
-from exporter.outcome import FetchError, Outcome, Reading, Reason, Record
+from exporter.outcome import FetchError, GroupReading, GroupSplit, Outcome, Reading, Reason, Record
+from exporter.queues.coverage import NO_COVERAGE, Coverage, nested
+from exporter.queues.tally import GroupTally
 
 if TYPE_CHECKING:
     from exporter.upstream import Upstream
@@ -36,8 +38,12 @@ if TYPE_CHECKING:
 __all__ = [
     "API_VERSION",
     "AccountFetcher",
+    "Coverage",
     "ErrorMessages",
     "FetchError",
+    "GroupReading",
+    "GroupSplit",
+    "GroupTally",
     "Outcome",
     "Provider",
     "Reading",
@@ -50,6 +56,7 @@ __all__ = [
     "entries",
     "entries_at",
     "fetch_each",
+    "nested",
     "non_negative_number",
     "record_all",
     "scalars",
@@ -64,10 +71,20 @@ DialogT = TypeVar("DialogT", bound=DialogConfig)
 
 
 class AccountFetcher(Protocol):
-    """Fetches an account's dialogs; one instance lives as long as the account's config."""
+    """Fetches an account's dialogs; one instance lives as long as the account's config.
+
+    A fetcher whose groups' names are not in the answers it reads may also have
+    ``async def group_names(self, group_by: str) -> Mapping[str, str]`` (group id to display
+    name); the exporter calls it in the background, at most once an hour per dimension.
+    """
 
     async def fetch(self, dialogs: Sequence[Any], record: Record) -> None:
         """Fetch every dialog and ``record`` each one's outcome (never raise for one dialog)."""
+
+
+def no_coverage(_account: Any) -> Coverage:
+    """A provider that says nothing of its dialogs' overlaps: every dialog counts on its own."""
+    return NO_COVERAGE
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,10 @@ class Provider(Generic[AccountT]):
     error body (for failure details), ``retry_after`` the seconds a rate-limit answer's body
     asks to wait (headers such as ``Retry-After`` are read for every provider). Both are
     optional; the defaults read the shapes most JSON APIs use.
+
+    ``coverage`` says, from an account's config, which dialog already counts all of another's
+    items (``chat_unread_dialog_info``'s ``part_of``) and which can count the same items; a
+    provider that leaves it out gets no ``part_of`` at all.
     """
 
     name: str
@@ -90,6 +111,7 @@ class Provider(Generic[AccountT]):
     api_version: int = API_VERSION
     error_messages: ErrorMessages = common_error_messages
     retry_after: RetryHint = common_retry_after
+    coverage: Callable[[AccountT], Coverage] = no_coverage
 
 
 async def fetch_each(

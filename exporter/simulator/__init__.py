@@ -137,8 +137,8 @@ class Simulator:
         self.stream.rate_limit = RateWindow(limit=1000, seconds=60)
         self.matrix.aliases[DEMO_MATRIX_ALIAS] = "!support:example.org"
         self.matrix.users[DEMO_MATRIX_TOKEN] = {
-            "!support:example.org": MatrixRoom(notifications=4, highlights=1),
-            "!sales:example.org": MatrixRoom(notifications=2),
+            "!support:example.org": MatrixRoom(notifications=4, highlights=1, name="Support"),
+            "!sales:example.org": MatrixRoom(notifications=2, name="Sales"),
             "!random:example.org": MatrixRoom(),
         }
 
@@ -244,6 +244,7 @@ accounts:
     access_token: {DEMO_MATRIX_TOKEN}
     dialogs:
       - name: all
+        group_by: room
       - name: support
         room: "{DEMO_MATRIX_ALIAS}"
 """
