@@ -68,5 +68,8 @@ EXPOSE 9866
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; sys.exit(0 if urllib.request.urlopen(os.environ['CHAT_UNREAD_HEALTHCHECK_URL'], timeout=4).status == 200 else 1)"]
 
-ENTRYPOINT ["chat-unread-exporter"]
-CMD ["--config.file=/etc/chat-unread-exporter/config.yaml"]
+# The config path is part of the ENTRYPOINT, so arguments add to it instead of replacing it:
+# `IMAGE --log.level=debug` still reads the mounted config, and a later `--config.file=...`
+# overrides it (the last one wins). `--demo` ignores the config file. No default arguments.
+ENTRYPOINT ["chat-unread-exporter", "--config.file=/etc/chat-unread-exporter/config.yaml"]
+CMD []

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from exporter.cli import parse_args
 from tests.deploy_support import (
     CONFIG_PATH,
     DOCKERFILE,
@@ -83,8 +84,7 @@ def test_dockerfile_runtime_stage() -> None:
     final_text = " ".join(word for c in final for word in c.value)
     assert f"127.0.0.1:{EXPORTER_PORT}/-/healthy" in final_text
 
-    assert exec_form(by_keyword["ENTRYPOINT"][-1]) == ["chat-unread-exporter"]
-    assert exec_form(by_keyword["CMD"][-1]) == [f"--config.file={CONFIG_PATH}"]
+    assert exec_form(by_keyword["ENTRYPOINT"][-1])[0] == "chat-unread-exporter"
 
     copies = by_keyword.get("COPY", [])
     assert copies
@@ -95,6 +95,40 @@ def test_dockerfile_runtime_stage() -> None:
     for command in by_keyword.get("RUN", []):
         text = " ".join(command.value)
         assert not re.search(r"apt-get|apk |pip install|gcc|build-essential", text)
+
+
+def container_argv(user_args: list[str]) -> list[str]:
+    """What the container runs, by the OCI image rules: ENTRYPOINT, then the arguments given to
+    `docker run IMAGE ...` or, when none are given, CMD (which any argument replaces whole)."""
+    final = dockerfile_stages()[-1]
+    entrypoint = exec_form([c for c in final if c.cmd == "ENTRYPOINT"][-1])
+    cmds = [c for c in final if c.cmd == "CMD"]
+    # The base image's CMD would survive into this one unless this stage sets its own.
+    assert cmds, "final stage sets no CMD: the base image's would apply"
+    return entrypoint + (user_args or exec_form(cmds[-1]))
+
+
+@pytest.mark.parametrize(
+    ("user_args", "config_file", "demo"),
+    [
+        ([], CONFIG_PATH, False),
+        # Arguments add to the defaults: the mounted config is still the one read.
+        (["--log.level=debug"], CONFIG_PATH, False),
+        (["--config.check"], CONFIG_PATH, False),
+        (["--web.listen-address=:9100", "--log.format=json"], CONFIG_PATH, False),
+        # A later --config.file overrides the ENTRYPOINT's (argparse: the last one wins).
+        (["--config.file=/srv/exporter.yaml"], "/srv/exporter.yaml", False),
+        (["--demo"], CONFIG_PATH, True),
+    ],
+)
+def test_image_arguments_add_to_the_default_config_path(
+    user_args: list[str], config_file: str, demo: bool
+) -> None:
+    argv = container_argv(user_args)
+    assert argv[0] == "chat-unread-exporter"
+    args = parse_args(argv[1:])
+    assert args.config_file == config_file
+    assert args.demo is demo
 
 
 def test_dockerfile_copies_exist_and_are_in_context() -> None:
