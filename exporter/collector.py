@@ -30,8 +30,12 @@ CACHE_NOTE = (
 # (metric suffix, Reading attribute, HELP)
 VALUE_METRICS: tuple[tuple[str, str, str], ...] = (
     ("messages", "messages", "Unread messages in the dialog, as the provider counts them."),
-    ("mentions", "mentions", "Unread messages that mention the user (Sendbird)."),
-    ("invitations", "invitations", "Pending channel invitations (Sendbird)."),
+    (
+        "mentions",
+        "mentions",
+        "Unread messages that mention the user (Sendbird, Matrix highlights).",
+    ),
+    ("invitations", "invitations", "Pending invitations (Sendbird channels, Matrix rooms)."),
     (
         "conversations",
         "conversations",

@@ -32,8 +32,8 @@ Labels = frozenset[tuple[str, str]]
 
 VALUE_HELP = {
     "chat_unread_messages": "Unread messages in the dialog, as the provider counts them.",
-    "chat_unread_mentions": "Unread messages that mention the user (Sendbird).",
-    "chat_unread_invitations": "Pending channel invitations (Sendbird).",
+    "chat_unread_mentions": "Unread messages that mention the user (Sendbird, Matrix highlights).",
+    "chat_unread_invitations": "Pending invitations (Sendbird channels, Matrix rooms).",
     "chat_unread_conversations": "Conversations with at least one unread message (Crisp"
     " backlog, Stream Chat channels), or waiting on the team (Intercom).",
     "chat_unread_oldest_unread_timestamp_seconds": "Unix time since which the oldest unread"
