@@ -53,6 +53,12 @@ class Scenario:
     quickblox_ids: tuple[int, ...]
     # The upstream latency this scenario is defined at (None: the run's --latency).
     latency: float | None = None
+    # Queues (issue 14): the first ``crisp_grouped`` Crisp backlogs take ``group_by: operator``;
+    # the first ``crisp_wide`` of them hold ``crisp_wide_backlog`` more conversations, each
+    # assigned to an operator of its own (that many groups, folded to max_groups).
+    crisp_grouped: int = 0
+    crisp_wide: int = 0
+    crisp_wide_backlog: int = 0
 
     @property
     def accounts(self) -> int:
@@ -75,8 +81,16 @@ class Scenario:
     @property
     def crisp_backlog_pages(self) -> int:
         """Pages a backlog costs: the last page is the first one shorter than a full page."""
-        unread_open = self.crisp_sessions + self.crisp_backlog_extra
-        return unread_open // CRISP_PAGE_SIZE + 1
+        return self.backlog_pages(self.crisp_wide)  # an account that is not a wide one
+
+    def crisp_backlog_size(self, account: int) -> int:
+        """Unread open conversations in the backlog of Crisp account ``account``."""
+        wide = self.crisp_wide_backlog if account < self.crisp_wide else 0
+        return self.crisp_sessions + self.crisp_backlog_extra + wide
+
+    def backlog_pages(self, account: int) -> int:
+        """Pages account ``account``'s backlog costs (grouped or not: the same pages)."""
+        return self.crisp_backlog_size(account) // CRISP_PAGE_SIZE + 1
 
     def critical_path(self, max_concurrency: int = 8) -> int:
         """Upstream round trips that must follow one another in any account's refresh.
@@ -90,7 +104,11 @@ class Scenario:
             return -(-requests // max_concurrency)
 
         crisp = max(
-            self.crisp_backlog_pages, rounds(self.crisp_sessions + self.crisp_backlog_pages)
+            (
+                max(self.backlog_pages(a), rounds(self.crisp_sessions + self.backlog_pages(a)))
+                for a in range(self.crisp_accounts)
+            ),
+            default=0,
         )
         quickblox = max((rounds(quickblox_calls(ids)) for ids in self.quickblox_ids), default=0)
         return max(
@@ -104,7 +122,9 @@ class Scenario:
         """The fewest upstream requests per scrape each provider's API allows for this data."""
         return Counter(
             {
-                "crisp": self.crisp_accounts * (self.crisp_sessions + self.crisp_backlog_pages),
+                "crisp": sum(
+                    self.crisp_sessions + self.backlog_pages(a) for a in range(self.crisp_accounts)
+                ),
                 "quickblox": sum(quickblox_calls(ids) for ids in self.quickblox_ids),
                 "imkit": self.imkit_accounts * self.imkit_dialogs,
                 "sendbird": self.sendbird_accounts * self.sendbird_dialogs,
@@ -153,6 +173,24 @@ SCENARIOS = {
         sendbird_dialogs=3,
         quickblox_ids=(),
         latency=0.2,
+    ),
+    # Queues (issue 14): 1,000 dialogs of which 50 grouped. 50 Crisp accounts (a backlog split
+    # by operator and 3 sessions each; 3 backlogs hold 5,000 more conversations, each with an
+    # operator of its own: 101 pages and 5,000 groups folded to 20) and 200 Sendbird accounts
+    # x 4 dialogs. A split costs no request: the minimum is the ungrouped one.
+    "queues": Scenario(
+        name="queues",
+        crisp_accounts=50,
+        crisp_sessions=3,
+        crisp_backlog_extra=67,
+        imkit_accounts=0,
+        imkit_dialogs=0,
+        sendbird_accounts=200,
+        sendbird_dialogs=4,
+        quickblox_ids=(),
+        crisp_grouped=50,
+        crisp_wide=3,
+        crisp_wide_backlog=5000,
     ),
     # The --quick smoke mode's own small world.
     "smoke": Scenario(
@@ -219,6 +257,8 @@ def config_yaml(scenario: Scenario, urls: dict[str, str]) -> str:
             "    dialogs:",
             "      - name: backlog",
         ]
+        if a < scenario.crisp_grouped:
+            lines.append("        group_by: operator")
         for d in range(scenario.crisp_sessions):
             lines += [f"      - name: s{d:04d}", f"        session_id: '{session_id(a, d)}'"]
     for a, ids in enumerate(scenario.quickblox_ids):
@@ -289,7 +329,7 @@ def planned_requests(scenario: Scenario, urls: dict[str, str]) -> list[PlannedRe
     )
     for a in range(scenario.crisp_accounts):
         root = f"{urls['crisp']}/v1/website/{website_id(a)}"
-        for page in range(1, scenario.crisp_backlog_pages + 1):
+        for page in range(1, scenario.backlog_pages(a) + 1):
             out.append(
                 PlannedRequest(
                     f"crisp-{a}", f"{root}/conversations/{page}", backlog_params, crisp_headers

@@ -86,6 +86,12 @@ def populate(scenario: sc.Scenario) -> tuple[FakeCrisp, FakeQuickBlox, FakeIMKit
             website[f"backlog_{d:05d}"] = CrispConversation(
                 unread_operator=2, waiting_since_ms=now_ms - 60_000 - d * 1000
             )
+        for d in range(scenario.crisp_wide_backlog if a < scenario.crisp_wide else 0):
+            website[f"wide_{d:05d}"] = CrispConversation(
+                unread_operator=1 + d % 3,
+                waiting_since_ms=now_ms - 120_000 - d * 100,
+                operator_id=f"operator-{d:05d}",
+            )
         # Conversations the backlog filters must skip: resolved ones and fully read ones.
         for d in range(10):
             website[f"resolved_{d:03d}"] = CrispConversation(unread_operator=5, resolved=True)
