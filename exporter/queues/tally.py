@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from dataclasses import dataclass, fields
 from typing import Final
 
@@ -36,13 +37,16 @@ EXACT_LIMIT: Final = 2**53
 COUNT_FIELDS: Final = ("messages", "mentions", "conversations")
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def group_id_problem(group: str) -> str | None:
     """Why ``group`` cannot be a label value (``None``: it can)."""
     if not group:
         return "a group id is empty"
     if len(group) > MAX_GROUP_ID_LENGTH:
         return f"a group id is longer than {MAX_GROUP_ID_LENGTH} characters"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in group):
+    if _CONTROL.search(group):
         return f"group id {group[:40]!r} holds control characters"
     return None
 
