@@ -88,7 +88,7 @@ class DialogCollector(Collector):
                 up.add_metric(labels, 0.0 if dialog.error else 1.0)
                 if dialog.reading is None:
                     continue
-                _add_reading(families, labels, dialog.reading)
+                _add_values(families, labels, dialog.reading)
                 if dialog.fetched_at is not None:
                     age.add_metric(labels, dialog.fetched_at)
         yield from families.values()
@@ -159,22 +159,13 @@ class GroupCollector(Collector):
                 folded.add_metric(dialog_labels, float(split.folded))
                 for group in split.groups:
                     labels = [*dialog_labels, split.group_by, group.group]
-                    _add_group(families, labels, group)
+                    _add_values(families, labels, group)
                     name = _group_name(group, names)
                     if name is not None:
                         info.add_metric([*labels, name], 1.0)
         yield from families.values()
         yield info
         yield folded
-
-
-def _add_group(
-    families: dict[str, GaugeMetricFamily], labels: list[str], group: GroupReading
-) -> None:
-    for attr, family in families.items():
-        value = getattr(group, attr)
-        if value is not None:
-            family.add_metric(labels, float(value))
 
 
 def _group_name(group: GroupReading, looked_up: Mapping[str, str]) -> str | None:
@@ -184,11 +175,12 @@ def _group_name(group: GroupReading, looked_up: Mapping[str, str]) -> str | None
     return display_name(group.name) or looked_up.get(group.group)
 
 
-def _add_reading(
-    families: dict[str, GaugeMetricFamily], labels: list[str], reading: Reading
+def _add_values(
+    families: dict[str, GaugeMetricFamily], labels: list[str], values: Reading | GroupReading
 ) -> None:
+    """One sample per family whose attribute the dialog (or group) has; none where it is None."""
     for attr, family in families.items():
-        value = getattr(reading, attr)
+        value = getattr(values, attr)
         if value is not None:
             family.add_metric(labels, float(value))
 

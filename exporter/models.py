@@ -23,8 +23,6 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.yamlfile import NAME_PATTERN
-
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|y|w|d|h|m|s)")
 _DURATION_UNITS = {
     "ms": 0.001,
@@ -66,6 +64,8 @@ def parse_duration(value: Any) -> float:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# A label value: no whitespace or control characters (the YAML front-end says so in words).
+NAME_PATTERN = r"^[^\s\x00-\x1f]+$"
 Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN)]
 
 

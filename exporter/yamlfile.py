@@ -27,6 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from exporter.models import NAME_PATTERN
+
 _YAML_TAG = "tag:yaml.org,2002:"
 _MERGE_TAG = f"{_YAML_TAG}merge"
 _STR_TAG = f"{_YAML_TAG}str"
@@ -69,8 +71,6 @@ _MESSAGES = {
     "float_parsing": "must be a number",
     "string_too_short": "must not be empty",
 }
-# The pattern of names (``exporter.models.Name``), refused in words rather than as a regex.
-NAME_PATTERN = r"^[^\s\x00-\x1f]+$"
 # The patterns fields use, said in words (a regex is no answer to a YAML author).
 _PATTERN_WORDS = {
     NAME_PATTERN: "must not be empty or contain spaces or control characters",
