@@ -441,12 +441,19 @@ def _muted_rooms(override: list[Any]) -> frozenset[str]:
 
 
 def stream_behind(answered: str, since: str) -> bool:
-    """Whether a Synapse stream token is behind another: every position at or before, one
-    before. Tokens of other homeservers (or shapes) are never judged behind."""
+    """Whether a Synapse stream token is behind the one sent: any position before it.
+
+    A homeserver answers with a ``next_batch`` at or past the ``since`` it was given in every
+    stream; one position before means the homeserver went back (its database restored). Only
+    some streams go back: after a restore, a real Synapse was seen answering ``s10_..._4_...``
+    to ``s12_..._3_...`` (its room stream behind, its device-list stream past, a new login in
+    between), so "every position at or before" misses it. The typing stream lives in memory
+    and restarts at 0 with the homeserver, which costs one full sync after a restart. Tokens
+    of other homeservers (or shapes) are never judged behind."""
     mine, theirs = _positions(since), _positions(answered)
     if mine is None or theirs is None or len(mine) != len(theirs):
         return False
-    return all(a <= b for a, b in zip(theirs, mine, strict=True)) and theirs != mine
+    return any(a < b for a, b in zip(theirs, mine, strict=True))
 
 
 def _positions(token: str) -> list[int] | None:
