@@ -26,11 +26,11 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from benchmarks.scenario import PlannedRequest
-from exporter.buildinfo import BuildInfo
-from exporter.collector import DialogCollector, ExporterStatus, SelfCollector
-from exporter.config import parse_config
-from exporter.render import render
-from exporter.scrape import observe_all
+from exporter.configuration.loading import parse_config
+from exporter.fetching.scrape import observe_all
+from exporter.rendering.buildinfo import BuildInfo
+from exporter.rendering.collector import DialogCollector, ExporterStatus, SelfCollector
+from exporter.rendering.exposition import render
 from exporter.service import Exporter
 
 # The exporter's default per-account bound (AccountConfig.max_concurrency); the floor keeps the
@@ -127,7 +127,7 @@ class ExpositionResult:
 async def exposition(config_yaml: str, dialogs: int, repeats: int) -> ExpositionResult:
     """Fetch once with the exporter's own code, then time rendering those results.
 
-    The registry is built per render exactly as ``exporter.app.metrics`` builds it (dialog and
+    The registry is built per render exactly as ``exporter.web.app.metrics`` builds it (dialog and
     self collectors on a fresh ``CollectorRegistry``) and rendered by the exporter's renderer;
     prometheus_client's ``generate_latest`` renders the same registry for comparison. Gzip
     uses zlib's default level as aiohttp's response compression does.

@@ -483,7 +483,10 @@ def scenario_rows(settings: Settings, reports: Sequence[Report]) -> list[tuple[s
         ("  peak RSS (VmHWM) after the scrapes above", lambda r: f"{r.peak_rss_mb:.1f} MB"),
         ("Exposition (in-process, the exporter's collectors)", None),
         ("  series / text size", expo_size),
-        ("  render time (exporter.render)", lambda r: f"{r.exposition.render_ms:.1f} ms"),
+        (
+            "  render time (exporter.rendering.exposition)",
+            lambda r: f"{r.exposition.render_ms:.1f} ms",
+        ),
         ("  render time (prometheus_client generate_latest)",
          lambda r: f"{r.exposition.generate_latest_ms:.1f} ms"),
         ("  gzip time (zlib default level)", lambda r: f"{r.exposition.gzip_ms:.1f} ms"),

@@ -14,23 +14,23 @@ from pathlib import Path
 from aiohttp import web
 
 from exporter import __version__, gc_policy
-from exporter.app import make_app
-from exporter.config import ConfigError, ExporterConfig, load_config, parse_config
-from exporter.connections import (
+from exporter.configuration.loading import ConfigError, ExporterConfig, load_config, parse_config
+from exporter.fetching.registry import PLUGIN_FAILURES, PROVIDERS
+from exporter.logs import LEVELS, setup_logging
+from exporter.queues.coverage import coverage_of, overlap_warning
+from exporter.service import Exporter
+from exporter.simulator import Simulator
+from exporter.web.app import make_app
+from exporter.web.connections import (
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT,
     ConnectionGuard,
     RepeatedLogFilter,
     default_max_connections,
 )
-from exporter.listeners import DEFAULT_LISTEN, Listener, StartupError, listen
-from exporter.logs import LEVELS, setup_logging
-from exporter.queues.coverage import coverage_of, overlap_warning
-from exporter.registry import PLUGIN_FAILURES, PROVIDERS
-from exporter.service import Exporter
-from exporter.simulator import Simulator
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
-from exporter.webroutes import WebRoutes, external_url, route_prefix, telemetry_path
+from exporter.web.listeners import DEFAULT_LISTEN, Listener, StartupError, listen
+from exporter.web.routes import WebRoutes, external_url, route_prefix, telemetry_path
+from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 DEMO_CONFIG = "<demo>"  # the source name of the demo's built-in config
 log = logging.getLogger("exporter")

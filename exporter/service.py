@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable, Sequence
 
 from exporter import __version__
-from exporter.config import ConfigError, ExporterConfig
-from exporter.registry import PROVIDERS
-from exporter.scrape import AccountRuntime
-from exporter.stalls import LoopWatchdog
+from exporter.configuration.loading import ConfigError, ExporterConfig
+from exporter.fetching.registry import PROVIDERS
+from exporter.fetching.scrape import AccountRuntime
+from exporter.fetching.stalls import LoopWatchdog
 from exporter.upstream import Clock, UpstreamPool, default_connection_limit
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.app import make_app
-from exporter.config import parse_config
+from exporter.configuration.loading import parse_config
 from exporter.service import Exporter
 from exporter.simulator import Simulator
+from exporter.web.app import make_app
 from tests.support import ClientFactory, ExporterFactory, FakeClock, ScrapeClient, populate
 
 

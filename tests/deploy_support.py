@@ -23,7 +23,7 @@ import pytest
 import yaml
 from docker.utils.build import PatternMatcher, exclude_paths
 
-from exporter.config import ConfigError, load_config
+from exporter.configuration.loading import ConfigError, load_config
 from tests.support import ROOT, load_mapping
 
 DOCKERFILE = ROOT / "Dockerfile"

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.app import make_app
-from exporter.buildinfo import BUILD
-from exporter.config import load_config
+from exporter.configuration.loading import load_config
+from exporter.rendering.buildinfo import BUILD
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
+from exporter.web.app import make_app
 from tests.support import (
     ClientFactory,
     ScrapeClient,

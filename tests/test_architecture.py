@@ -76,7 +76,9 @@ def test_the_graph_is_read_from_the_source() -> None:
     graph = import_graph()
     assert "exporter.outcome" in graph["exporter.upstream"]
     assert "exporter.upstream" in graph["exporter.providers.base"]  # a type-checking import
-    assert "exporter.providers.crisp" not in graph["exporter.registry"]  # found by entry point
+    assert (
+        "exporter.providers.crisp" not in graph["exporter.fetching.registry"]
+    )  # found by entry point
 
 
 def test_cycles_are_found() -> None:
@@ -106,3 +108,61 @@ def test_upstream_imports_no_provider() -> None:
     assert "exporter.envelope" in graph["exporter.upstream"]
     providers = {m for m in reachable(graph, "exporter.upstream") if m.startswith("exporter.prov")}
     assert providers == set()
+
+
+def all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports, the third-party ones included."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module is not None:
+            found.add(node.module)
+    return found
+
+
+def imports_under(package: str) -> dict[str, set[str]]:
+    return {module_name(path): all_imports(path) for path in (PACKAGE / package).rglob("*.py")}
+
+
+def reaching(imports: dict[str, set[str]], *prefixes: str) -> dict[str, set[str]]:
+    """The modules among ``imports`` that import something under one of ``prefixes``."""
+    found = {
+        module: {name for name in names if name.startswith(prefixes)}
+        for module, names in imports.items()
+    }
+    return {module: names for module, names in found.items() if names}
+
+
+def test_rendering_does_no_io() -> None:
+    """collect() is synchronous: rendering formats results already fetched, so nothing under
+    exporter.rendering may reach the network (aiohttp, the upstream client) or the web app."""
+    assert (
+        reaching(imports_under("rendering"), "aiohttp", "exporter.upstream", "exporter.web") == {}
+    )
+
+
+def test_only_the_web_package_knows_the_web() -> None:
+    """The layers point one way: the web app uses fetching, rendering and configuration, never
+    the other way round (so each can be tested and benchmarked without a server)."""
+    for package in ("fetching", "rendering", "configuration", "queues", "providers"):
+        assert reaching(imports_under(package), "exporter.web", "aiohttp.web") == {}, package
+
+
+def test_the_top_level_stays_small() -> None:
+    """Modules are grouped by what they do; the top level keeps the entry points and the
+    public provider interface's own modules (models, outcome, envelope, upstream)."""
+    top = sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert top == [
+        "__init__",
+        "__main__",
+        "cli",
+        "envelope",
+        "gc_policy",
+        "logs",
+        "models",
+        "outcome",
+        "redaction",
+        "service",
+        "upstream",
+    ]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config
+from exporter.configuration.loading import ConfigError, load_config
 from tests.support import EXE, parse, value
 from tests.test_cli import Running, eventually, serving
 

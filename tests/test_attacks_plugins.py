@@ -29,15 +29,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pydantic import Field, SecretStr
 
-from exporter import registry
-from exporter.app import make_app
+from exporter.fetching import registry
+from exporter.fetching.registry import ENTRY_POINT_GROUP, discover
+from exporter.fetching.stalls import STALL_LIMIT_SECONDS
 from exporter.models import AccountConfig, DialogConfig
 from exporter.providers.base import FetchError, Provider, Reading, Record, fetch_each
 from exporter.providers.sendbird import PROVIDER as SENDBIRD
-from exporter.registry import ENTRY_POINT_GROUP, discover
 from exporter.simulator import Fault, Simulator
-from exporter.stalls import STALL_LIMIT_SECONDS
 from exporter.upstream import Upstream
+from exporter.web.app import make_app
 from tests.support import (
     ClientFactory,
     ExporterFactory,

@@ -23,11 +23,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.app import make_app
-from exporter.config import parse_config
+from exporter.configuration.loading import parse_config
 from exporter.logs import JSONFormatter, LogfmtFormatter
 from exporter.service import Exporter
 from exporter.simulator import Fault, Simulator
+from exporter.web.app import make_app
 from tests.support import (
     EXE,
     IMKIT_TOKEN,

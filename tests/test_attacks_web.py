@@ -31,9 +31,9 @@ import trustme
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.app import make_app
 from exporter.simulator import Simulator
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.web.app import make_app
+from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 from tests.support import (
     EXE,
     ClientFactory,

@@ -29,7 +29,7 @@ import bcrypt
 import pytest
 
 from exporter import __version__
-from exporter.buildinfo import BUILD
+from exporter.rendering.buildinfo import BUILD
 from exporter.simulator import FakeProvider, FakeQuickBlox, Fault, Simulator
 from tests.support import (
     DEMO_ACCOUNTS,

@@ -18,14 +18,19 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
-from exporter.app import negotiate
-from exporter.buildinfo import BuildInfo
-from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
+from exporter.fetching.scrape import AccountResult, AccountSnapshot, BudgetUse, DialogResult
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, GroupReading, GroupSplit, Reading, Reason
 from exporter.providers.crisp import CrispAccount
 from exporter.providers.sendbird import SendbirdAccount
-from exporter.scrape import AccountResult, AccountSnapshot, BudgetUse, DialogResult
+from exporter.rendering.buildinfo import BuildInfo
+from exporter.rendering.collector import (
+    DialogCollector,
+    ExporterStatus,
+    GroupCollector,
+    SelfCollector,
+)
+from exporter.web.app import negotiate
 
 FETCHED_AT = 1_700_000_000.5
 Labels = frozenset[tuple[str, str]]

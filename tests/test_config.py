@@ -14,13 +14,19 @@ from typing import TypeVar
 
 import pytest
 
-from exporter.config import MAX_NODES, ConfigError, ExporterConfig, load_config, parse_config
+from exporter.configuration.loading import (
+    MAX_NODES,
+    ConfigError,
+    ExporterConfig,
+    load_config,
+    parse_config,
+)
+from exporter.fetching.registry import PROVIDERS
 from exporter.models import AccountConfig
 from exporter.providers.crisp import CrispAccount
 from exporter.providers.imkit import IMKitAccount
 from exporter.providers.quickblox import QuickBloxAccount
 from exporter.providers.sendbird import SendbirdAccount
-from exporter.registry import PROVIDERS
 
 SOURCE = "conf.yaml"
 

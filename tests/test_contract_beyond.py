@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import parse_config
+from exporter.configuration.loading import parse_config
 from exporter.providers.intercom import IntercomAccount
 from exporter.providers.matrix import MatrixAccount
 from exporter.providers.stream import StreamAccount

@@ -28,12 +28,12 @@ import aiohttp
 import pytest
 import yaml
 
-from exporter.app import make_app
-from exporter.buildinfo import BUILD, BuildInfo
-from exporter.configview import SECRET
+from exporter.rendering.buildinfo import BUILD, BuildInfo
 from exporter.simulator import Simulator
-from exporter.webconfig import load_web_config
-from exporter.webroutes import WebRoutes, external_url
+from exporter.web.app import make_app
+from exporter.web.configview import SECRET
+from exporter.web.routes import WebRoutes, external_url
+from exporter.web.webconfig import load_web_config
 from tests.support import (
     EXE,
     IMKIT_TOKEN,

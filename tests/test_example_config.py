@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.config import parse_config
+from exporter.configuration.loading import parse_config
 from tests.support import ROOT
 
 

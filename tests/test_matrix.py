@@ -14,7 +14,7 @@ import aiohttp
 import pytest
 
 from exporter.cli import check_config
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.simulator import Fault, MatrixRoom, SeenRequest, Simulator
 from tests.support import (
     MATRIX_ALIAS,

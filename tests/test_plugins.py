@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.registry import ENTRY_POINT_GROUP, PLUGIN_IMPORT_TIMEOUT, discover
+from exporter.fetching.registry import ENTRY_POINT_GROUP, PLUGIN_IMPORT_TIMEOUT, discover
 from exporter.simulator import Simulator
 from tests.support import ROOT, config_yaml, dialog_values, free_port, http_status, value
 from tests.test_cli import DEADLINE, eventually, serving, up_values
@@ -117,7 +117,7 @@ def test_discovery_names_each_entry_point_it_leaves_out() -> None:
         EntryPoint("sendbird", "exporter.providers.sendbird:PROVIDER", ENTRY_POINT_GROUP),
         EntryPoint("renamed", "exporter.providers.imkit:PROVIDER", ENTRY_POINT_GROUP),
         EntryPoint("absent", "exporter.providers.no_such_module:PROVIDER", ENTRY_POINT_GROUP),
-        EntryPoint("config", "exporter.config:ConfigError", ENTRY_POINT_GROUP),
+        EntryPoint("config", "exporter.configuration.loading:ConfigError", ENTRY_POINT_GROUP),
     ]
     providers, failures = discover(found)
     assert list(providers) == ["sendbird"]

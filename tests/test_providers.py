@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.providers.quickblox import session_signature
 from exporter.simulator import FakeProvider, Simulator
 from exporter.simulator.quickblox import sdk_signature

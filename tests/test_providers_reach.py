@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 import pytest
 from aiohttp import ClientSession
 
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.providers.intercom import IntercomAccount
 from exporter.providers.stream import server_token
 from exporter.simulator import Simulator, StreamChannel

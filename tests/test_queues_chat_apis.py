@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.simulator import Fault, SendbirdChannel, Simulator, StreamChannel
 from tests.support import (
     QB_DIALOGS,

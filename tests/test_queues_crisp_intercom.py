@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.providers import imkit, intercom
 from exporter.simulator import Simulator
 from exporter.simulator.base import Fault

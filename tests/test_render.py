@@ -1,10 +1,10 @@
 """The exporter's renderer against prometheus_client's encoders, parsers and promtool.
 
-The renderer (``exporter.render``) replaces prometheus_client's encoders on /metrics for speed,
-so it must write the same bytes. Label values are fuzzed with what escaping must handle
-(quotes, backslashes, newlines, other control characters, non-ASCII text), in both text formats
-and every name-escaping scheme a scraper can ask for; the output is parsed back by
-prometheus_client's parsers and checked by ``promtool check metrics``.
+The renderer (``exporter.rendering.exposition``) replaces prometheus_client's encoders on
+/metrics for speed, so it must write the same bytes. Label values are fuzzed with what escaping
+must handle (quotes, backslashes, newlines, other control characters, non-ASCII text), in both
+text formats and every name-escaping scheme a scraper can ask for; the output is parsed back
+by prometheus_client's parsers and checked by ``promtool check metrics``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics import parser as openmetrics_parser
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.render import encoder_for, render
+from exporter.rendering.exposition import encoder_for, render
 from tests.support import prometheus_tool
 
 # The OpenMetrics parser is untyped in prometheus_client.

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import asyncio
 
+from exporter.fetching.scrape import observe_all
 from exporter.providers.base import FetchError, Reason
-from exporter.scrape import observe_all
 from exporter.simulator import Fault, Simulator
 from tests.support import (
     ACCOUNT_OF,

@@ -24,7 +24,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from yarl import URL
 
-from exporter.webconfig import WebConfig, WebConfigError, load_web_config
+from exporter.web.webconfig import WebConfig, WebConfigError, load_web_config
 
 PASSWORD = "s3cret-Passw0rd"
 REALM_HEADER = 'Basic realm="chat-unread-exporter"'

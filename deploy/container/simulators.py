@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from exporter.registry import PROVIDERS
+from exporter.fetching.registry import PROVIDERS
 from exporter.simulator import Simulator
 
 SECRETS_DIR = "/run/secrets"

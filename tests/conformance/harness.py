@@ -31,10 +31,10 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from exporter.app import make_app
-from exporter.config import parse_config
+from exporter.configuration.loading import parse_config
 from exporter.service import Exporter
 from exporter.simulator import Simulator
+from exporter.web.app import make_app
 
 NODE_PROJECT = Path(__file__).resolve().parent / "node"
 """The pinned official JavaScript clients (package.json, package-lock.json, driver.mjs)."""

@@ -18,18 +18,24 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from exporter import __version__, discovery
-from exporter.buildinfo import BUILD, RuntimeMetrics
-from exporter.collector import DialogCollector, ExporterStatus, GroupCollector, SelfCollector
-from exporter.config import ConfigError
-from exporter.configview import redacted_yaml
+from exporter import __version__
+from exporter.configuration.loading import ConfigError
+from exporter.fetching.registry import PROVIDERS
+from exporter.fetching.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
 from exporter.outcome import Reading
-from exporter.registry import PROVIDERS
-from exporter.render import encoder_for
-from exporter.scrape import AccountResult, AccountRuntime, SharedScrapes, observe_all
+from exporter.rendering.buildinfo import BUILD, RuntimeMetrics
+from exporter.rendering.collector import (
+    DialogCollector,
+    ExporterStatus,
+    GroupCollector,
+    SelfCollector,
+)
+from exporter.rendering.exposition import encoder_for
 from exporter.service import Exporter, UnknownTargetError
-from exporter.webconfig import WebConfig
-from exporter.webroutes import WebRoutes
+from exporter.web import discovery
+from exporter.web.configview import redacted_yaml
+from exporter.web.routes import WebRoutes
+from exporter.web.webconfig import WebConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from exporter.service import Exporter
-from exporter.webroutes import WebRoutes
+from exporter.web.routes import WebRoutes
 
 __all__ = ["targets"]
 

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.buildinfo import BuildInfo
+from exporter.fetching.scrape import AccountResult, AccountSnapshot
 from exporter.outcome import GroupReading, Reading
 from exporter.queues.tally import RESERVED, display_name
-from exporter.scrape import AccountResult, AccountSnapshot
+from exporter.rendering.buildinfo import BuildInfo
 
 NAMESPACE = "chat_unread"
 DIALOG_LABELS = ["provider", "account", "dialog"]

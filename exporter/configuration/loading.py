@@ -1,6 +1,6 @@
 """Loading the YAML config file into validated account models.
 
-The file is read, walked and bounded by :mod:`exporter.yamlfile` (every problem as
+The file is read, walked and bounded by :mod:`exporter.configuration.yamlfile` (every problem as
 ``file:line: path: problem``, never echoing a value); this module adds what only the config
 has: ``${VAR}`` references, expanded during the walk so that a missing variable is reported
 with its place too, secrets read from files, and the providers' account models. The file is
@@ -20,9 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from exporter.models import AccountConfig
-from exporter.registry import PLUGIN_FAILURES, PROVIDERS
-from exporter.yamlfile import (
+from exporter.configuration.yamlfile import (
     MAX_NODES,
     PathKey,
     YamlFileError,
@@ -32,6 +30,8 @@ from exporter.yamlfile import (
     read_small_file,
     read_text,
 )
+from exporter.fetching.registry import PLUGIN_FAILURES, PROVIDERS
+from exporter.models import AccountConfig
 
 __all__ = ["MAX_NODES", "ConfigError", "ExporterConfig", "load_config", "parse_config"]
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Generic, Literal, TypeVar
 
-from exporter.budget import DailyBudget
-from exporter.containment import GuardedEnvelope, KnownDialogs, admitted, log_crash
 from exporter.envelope import non_negative_number
+from exporter.fetching.budget import DailyBudget
+from exporter.fetching.containment import GuardedEnvelope, KnownDialogs, admitted, log_crash
 from exporter.logs import escape_controls
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Outcome, Reading, Reason

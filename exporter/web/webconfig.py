@@ -11,8 +11,9 @@ open ``/-/reload``, which changes the exporter's state.
 The file is read once, at start: changing it takes a restart (``/-/reload`` and SIGHUP reload
 the config file only). The certificate, key and CA files it names are different: they are
 watched, and served anew from the first connection after they change. The file is read,
-walked and bounded by :mod:`exporter.yamlfile`, as the config file is; the TLS context is built
-by :mod:`exporter.webconfig_tls` and basic auth is enforced by :mod:`exporter.webconfig_auth`.
+walked and bounded by :mod:`exporter.configuration.yamlfile`, as the config file is; the TLS
+context is built by :mod:`exporter.web.tls` and basic auth is enforced by
+:mod:`exporter.web.auth`.
 
 Nothing here ever logs, prints or puts into an exception message a password or a password hash.
 """
@@ -40,15 +41,15 @@ from pydantic import (
     model_validator,
 )
 
-from exporter.webconfig_auth import REALM, BasicAuthGuard
-from exporter.webconfig_tls import (
+from exporter.configuration.yamlfile import YamlFileError, YamlWalker, parse, read_text
+from exporter.web.auth import REALM, BasicAuthGuard
+from exporter.web.tls import (
     CLIENT_AUTH_TYPES,
     TLS_VERSIONS,
     TLSFileError,
     reloading_context,
     server_context,
 )
-from exporter.yamlfile import YamlFileError, YamlWalker, parse, read_text
 
 __all__ = ["TLSServerConfig", "WebConfig", "WebConfigError", "load_web_config"]
 
@@ -355,7 +356,7 @@ class WebConfig(_Strict):
         The files are read again on every call, so a context built after loading sees them as
         they are then; WebConfigError if they have become unusable since loading. The context
         follows the files afterwards: a certificate rotated on disk is served from the next
-        connection on (:func:`exporter.webconfig_tls.reloading_context`).
+        connection on (:func:`exporter.web.tls.reloading_context`).
         """
         tls = self.tls_server_config
         if tls is None:

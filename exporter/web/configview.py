@@ -14,7 +14,7 @@ from typing import Final
 import yaml
 from pydantic import SecretStr
 
-from exporter.config import ExporterConfig
+from exporter.configuration.loading import ExporterConfig
 
 __all__ = ["SECRET", "redacted_yaml"]
 

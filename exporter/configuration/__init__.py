@@ -1,0 +1,2 @@
+"""Reading the config file: the YAML front-end with line numbers, and its
+validation into the account models."""
