@@ -76,6 +76,12 @@ DEMO_DIALOGS = frozenset(
         ("stream", "demo-stream", "agent-42-channels"),
         ("matrix", "demo-matrix", "all"),
         ("matrix", "demo-matrix", "support"),
+        ("chatwoot", "demo-chatwoot", "backlog"),
+        ("chatwoot", "demo-chatwoot", "website"),
+        ("chatwoot", "demo-chatwoot", "billing"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-team"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-agent"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-inbox"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})

@@ -68,7 +68,9 @@ def split(samples: Samples, name: str, dialog_name: str) -> dict[str, float]:
     return {
         dict(labels)["group"]: v
         for (metric, labels), v in samples.items()
-        if metric == f"chat_unread_group_{name}" and dict(labels)["dialog"] == dialog_name
+        if metric == f"chat_unread_group_{name}"
+        and dict(labels)["dialog"] == dialog_name
+        and dict(labels)["provider"] == "chatwoot"
     }
 
 
@@ -76,7 +78,9 @@ def names(samples: Samples, dialog_name: str) -> dict[str, str]:
     return {
         dict(labels)["group"]: dict(labels)["name"]
         for (metric, labels), _v in samples.items()
-        if metric == "chat_unread_group_info" and dict(labels)["dialog"] == dialog_name
+        if metric == "chat_unread_group_info"
+        and dict(labels)["dialog"] == dialog_name
+        and dict(labels)["provider"] == "chatwoot"
     }
 
 
@@ -334,3 +338,34 @@ def test_without_the_backlog_two_inboxes_never_overlap_an_inbox_and_a_team_may(
         frozenset({"website", "billing"}),
         frozenset({"email", "billing"}),
     }
+
+
+async def test_demo_shows_chatwoot_queues_with_names(scrape_client: ScrapeClient) -> None:
+    demo = Simulator()
+    await demo.start()
+    try:
+        demo.populate_demo()
+        client = await scrape_client(demo.demo_config_yaml())
+        account = {"provider": "chatwoot", "account": "demo-chatwoot"}
+        dimensions = ("backlog-by-team", "backlog-by-agent", "backlog-by-inbox")
+
+        async def named() -> Samples | None:
+            samples = await get_metrics(client)
+            return samples if all(names(samples, d) for d in dimensions) else None
+
+        samples = await eventually(named, "the demo's Chatwoot queues with names")
+        backlog = value(samples, "chat_unread_conversations", **account, dialog="backlog")
+        assert backlog is not None
+        assert backlog > 0
+        for grouped in dimensions:
+            groups = split(samples, "conversations", grouped)
+            assert sum(groups.values()) == backlog
+        assert "unassigned" in split(samples, "conversations", "backlog-by-team")
+        assert "unassigned" in split(samples, "conversations", "backlog-by-agent")
+        assert set(names(samples, "backlog-by-agent").values()) == {"Ada Lovelace", "Grace Hopper"}
+        assert set(names(samples, "backlog-by-team").values()) == {"Billing", "Support"}
+        assert value(samples, "chat_unread_messages", **account, dialog="website") is not None
+        oldest = "chat_unread_oldest_unread_timestamp_seconds"
+        assert value(samples, oldest, **account, dialog="website") is not None
+    finally:
+        await demo.stop()
