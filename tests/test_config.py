@@ -154,6 +154,15 @@ accounts:
     dialogs:
       - name: inbox
 """
+CHATWOOT = """\
+accounts:
+  - name: cw
+    provider: chatwoot
+    account_id: 3
+    api_access_token: cw-token
+    dialogs:
+      - name: backlog
+"""
 MATRIX = """\
 accounts:
   - name: mx
@@ -424,6 +433,7 @@ SECRET_FIELDS = [
     ("intercom", INTERCOM, "access_token"),
     ("stream", STREAM, "api_secret"),
     ("matrix", MATRIX, "access_token"),
+    ("chatwoot", CHATWOOT, "api_access_token"),
 ]
 
 
@@ -787,7 +797,7 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="provider: slack",
             problem="provider 'slack' is not known "
-            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
         ),
         id="unknown-provider",
     ),
@@ -797,7 +807,7 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="- name: sb",
             problem="provider is missing "
-            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
         ),
         id="missing-provider",
     ),
