@@ -31,6 +31,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.service import Exporter
 from exporter.simulator import (
+    ChatwootAgent,
+    ChatwootConversation,
     CrispConversation,
     FakeProvider,
     IMKitRoom,
@@ -74,6 +76,12 @@ DEMO_DIALOGS = frozenset(
         ("stream", "demo-stream", "agent-42-channels"),
         ("matrix", "demo-matrix", "all"),
         ("matrix", "demo-matrix", "support"),
+        ("chatwoot", "demo-chatwoot", "backlog"),
+        ("chatwoot", "demo-chatwoot", "website"),
+        ("chatwoot", "demo-chatwoot", "billing"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-team"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-agent"),
+        ("chatwoot", "demo-chatwoot", "backlog-by-inbox"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})
@@ -439,6 +447,43 @@ def matrix_yaml(sim: Simulator) -> str:
 # Intercom and Stream Chat: their data set, and accounts to append to a test config
 
 
+CHATWOOT_INBOXES = {7: "Website", 8: "Email"}
+CHATWOOT_TEAMS = {3: "Billing", 4: "Sales"}
+CHATWOOT_WAITING = 1_750_000_000  # unix seconds
+
+
+def chatwoot_backlog(sim: Simulator, size: int = 60) -> None:
+    """``size`` open conversations and five resolved ones (which no dialog counts).
+
+    Conversation i is in inbox 7 when i is odd, else 8; in team 3 when i % 3 == 0, team 4 when
+    i % 3 == 1, else none; assigned to agent 11 when i % 4 == 0, 12 when i % 4 == 1, else to
+    nobody; it has i % 3 unread messages, and waits since ``CHATWOOT_WAITING`` + i minutes
+    unless i % 5 == 0 (answered).
+    """
+    sim.chatwoot.inboxes = dict(CHATWOOT_INBOXES)
+    sim.chatwoot.teams = dict(CHATWOOT_TEAMS)
+    sim.chatwoot.agents = {
+        11: ChatwootAgent("Ada Lovelace", "ada@example.com", administrator=True),
+        12: ChatwootAgent("Bob", "bob@example.com"),
+    }
+    conversations = {
+        i: ChatwootConversation(
+            inbox_id=7 if i % 2 else 8,
+            team_id={0: 3, 1: 4}.get(i % 3),
+            assignee_id={0: 11, 1: 12}.get(i % 4),
+            unread_count=i % 3,
+            waiting_since=CHATWOOT_WAITING + i * 60 if i % 5 else 0,
+            last_activity_at=CHATWOOT_WAITING + i,
+        )
+        for i in range(1, size + 1)
+    }
+    for i in range(size + 1, size + 6):
+        conversations[i] = ChatwootConversation(
+            inbox_id=7, status="resolved", team_id=3, unread_count=9, waiting_since=1
+        )
+    sim.chatwoot.conversations = conversations
+
+
 INTERCOM_TEAM = "5017691"
 INTERCOM_ADMIN = 991267
 INTERCOM_WAITING = 1_750_000_000  # unix seconds
@@ -474,6 +519,7 @@ def populate_reach(sim: Simulator) -> None:
         team_assignee_id=INTERCOM_TEAM, admin_assignee_id=INTERCOM_ADMIN
     )
     sim.intercom.conversations = conversations
+    chatwoot_backlog(sim)
     sim.stream.users = {
         "agent-42": [
             StreamChannel("messaging", "support-1", unread=4),
@@ -532,6 +578,21 @@ def reach_accounts(sim: Simulator) -> str:
         channel_type: team
       - name: agent-7
         user_id: agent-7
+  - name: acme-chatwoot
+    provider: chatwoot
+    base_url: {sim.chatwoot.url}
+    account_id: {sim.chatwoot.account_id}
+    api_access_token: {sim.chatwoot.api_access_token}
+    dialogs:
+      - name: backlog
+      - name: website
+        inbox_id: 7
+      - name: billing
+        team_id: 3
+      - name: by-team
+        group_by: team
+      - name: by-inbox
+        group_by: inbox
 """
 
 
@@ -568,6 +629,7 @@ ACCOUNT_OF = {
     "matrix": "team-matrix",
     "intercom": "acme-intercom",  # of reach_accounts
     "stream": "acme-stream",
+    "chatwoot": "acme-chatwoot",  # of reach_accounts
 }
 
 
@@ -609,6 +671,7 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "intercom": sim.intercom,
         "stream": sim.stream,
         "matrix": sim.matrix,
+        "chatwoot": sim.chatwoot,
     }[provider]
 
 

@@ -52,7 +52,13 @@ from tests.test_failures import PROVIDERS
 IMKIT_BODY = {"RC": 0, "RM": "OK", "result": {"badge": 3}}
 INFLATED = 64 * 1024 * 1024
 IMKIT = {"provider": "imkit", "account": "imkit-app"}
-CREDENTIAL_HEADERS = ("Authorization", "Api-Token", "IM-Authorization", "QB-Token")
+CREDENTIAL_HEADERS = (
+    "Authorization",
+    "Api-Token",
+    "IM-Authorization",
+    "QB-Token",
+    "api_access_token",
+)
 
 
 def imkit_account(sim: Simulator, name: str = "imkit-app", base_url: str = "") -> str:
@@ -278,6 +284,15 @@ async def test_a_status_http_does_not_define_is_an_error_class(
 
 BEYOND = 2**53
 SUMMED_BEYOND: dict[str, tuple[Fault, str, str]] = {
+    "chatwoot": (
+        Fault.answer(
+            200,
+            [{"open": BEYOND, "unattended": 0, "unassigned": 0, "team_id": t} for t in (3, 4)],
+            path_contains="/live_reports/",
+        ),
+        "by-team",
+        "",
+    ),
     # provider: (answer of counts each at 2^53, the dialog summing them, one reading one)
     "crisp": (
         Fault.answer(

@@ -160,6 +160,15 @@ accounts:
     dialogs:
       - name: inbox
 """
+CHATWOOT = """\
+accounts:
+  - name: cw
+    provider: chatwoot
+    account_id: 3
+    api_access_token: cw-token
+    dialogs:
+      - name: backlog
+"""
 MATRIX = """\
 accounts:
   - name: mx
@@ -430,6 +439,7 @@ SECRET_FIELDS = [
     ("intercom", INTERCOM, "access_token"),
     ("stream", STREAM, "api_secret"),
     ("matrix", MATRIX, "access_token"),
+    ("chatwoot", CHATWOOT, "api_access_token"),
 ]
 
 
@@ -793,7 +803,7 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="provider: slack",
             problem="provider 'slack' is not known "
-            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
         ),
         id="unknown-provider",
     ),
@@ -803,7 +813,7 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="- name: sb",
             problem="provider is missing "
-            "(known: crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
         ),
         id="missing-provider",
     ),

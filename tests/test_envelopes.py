@@ -43,6 +43,7 @@ ENVELOPES: dict[str, tuple[Any, str]] = {
         {"code": 4, "message": "GetUnreadCounts failed", "StatusCode": 400, "duration": "0.1ms"},
         "4; GetUnreadCounts failed",
     ),
+    "chatwoot": ({"error": "invalid group_by"}, "invalid group_by"),
     "matrix": (
         {"errcode": "M_BAD_JSON", "error": "Content not JSON."},
         "Content not JSON.; M_BAD_JSON",

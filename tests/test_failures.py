@@ -25,7 +25,16 @@ from tests.support import (
     parse,
 )
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "intercom", "stream", "matrix")
+PROVIDERS = (
+    "crisp",
+    "quickblox",
+    "imkit",
+    "sendbird",
+    "intercom",
+    "stream",
+    "matrix",
+    "chatwoot",
+)
 VALUE_METRICS = (
     "chat_unread_messages",
     "chat_unread_mentions",
@@ -34,7 +43,7 @@ VALUE_METRICS = (
     "chat_unread_oldest_unread_timestamp_seconds",
 )
 # The series that shows a provider's dialogs are served (Intercom counts no messages)
-SERVED_METRIC = {"intercom": "chat_unread_conversations"}
+SERVED_METRIC = {"intercom": "chat_unread_conversations", "chatwoot": "chat_unread_conversations"}
 MATRIX_ERRCODES = {401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND"}
 
 SB_KEYS = (
@@ -68,6 +77,12 @@ def success_body_with(provider: str, bad: Any) -> Any:
             ],
         }
         return {"counts_by_user": {"agent-42": counts, "agent-7": counts}}
+    if provider == "chatwoot":
+        # the counts (conversations/meta) and a list page (conversations) in one body; the
+        # grouped live report, an array, refuses any object
+        meta = {"mine_count": bad, "unassigned_count": bad, "assigned_count": bad, "all_count": bad}
+        listed = {"id": 1, "inbox_id": 7, "unread_count": bad, "waiting_since": bad}
+        return {"meta": meta, "data": {"meta": meta, "payload": [listed]}}
     if provider == "matrix":
         counts = {"notification_count": bad, "highlight_count": bad}
         return {"next_batch": "s1", "rooms": {"join": {"!a:x": {"unread_notifications": counts}}}}
@@ -88,6 +103,9 @@ def error_body(provider: str, status: int) -> Any:
     if provider == "stream":
         stream_code = {429: 9, 401: 5, 403: 17, 404: 16}.get(status, 4 if status < 500 else -1)
         return {"code": stream_code, "message": "boom", "StatusCode": status, "duration": "0.1ms"}
+    if provider == "chatwoot":
+        # Rack::Attack's throttle answers plain text; the controllers ``{"error": message}``
+        return "Retry later\n" if status == 429 else {"error": "boom"}
     if provider == "matrix":
         if status == 429:
             return {

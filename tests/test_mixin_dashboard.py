@@ -14,10 +14,11 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import yaml
 
+from exporter.registry import PROVIDERS
 from tests.support import DIALOG_METRICS, EXPORTER_JOB, ROOT, load_mapping, prometheus_tool
 
 GRAFANA_DIR = ROOT / "grafana"
@@ -229,6 +230,15 @@ def test_label_variables() -> None:
             + "}, group_by)"
         )
     )
+    # Rows repeat over whatever dimensions the series carry; the description names them all:
+    # every built-in provider's, and Zendesk's ``group`` (a provider of its own branch).
+    named = re.search(r"\(([a-z, ]+)\)", group_by["description"])
+    assert named
+    dimensions = {"group"}
+    for provider in PROVIDERS.values():
+        dialog = get_args(provider.account_model.model_fields["dialogs"].annotation)[0]
+        dimensions.update(getattr(dialog, "group_dimensions", ()))
+    assert set(named.group(1).split(", ")) == dimensions
 
 
 def test_panels_have_titles_ids_and_a_layout() -> None:

@@ -13,6 +13,7 @@ import random
 import time
 
 from exporter.simulator.base import FakeProvider, Fault, RateWindow, SeenRequest
+from exporter.simulator.chatwoot import ChatwootAgent, ChatwootConversation, FakeChatwoot
 from exporter.simulator.crisp import CrispConversation, CrispOperator, FakeCrisp
 from exporter.simulator.imkit import FakeIMKit, IMKitRoom
 from exporter.simulator.intercom import FakeIntercom, IntercomConversation
@@ -22,8 +23,11 @@ from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
 from exporter.simulator.stream import FakeStream, StreamChannel
 
 __all__ = [
+    "ChatwootAgent",
+    "ChatwootConversation",
     "CrispConversation",
     "CrispOperator",
+    "FakeChatwoot",
     "FakeCrisp",
     "FakeIMKit",
     "FakeIntercom",
@@ -65,6 +69,14 @@ DEMO_CRISP_OPERATORS = (
 )
 DEMO_MATRIX_TOKEN = "syt_ZGVtbw_matrix-demo-token"
 DEMO_MATRIX_ALIAS = "#support:example.org"
+# Chatwoot's demo account: two inboxes, two teams, two agents; some conversations in no team
+# and assigned to nobody.
+DEMO_CHATWOOT_INBOXES = {1: "Website", 2: "Email"}
+DEMO_CHATWOOT_TEAMS = {1: "Billing", 2: "Support"}
+DEMO_CHATWOOT_AGENTS = {
+    1: ChatwootAgent("Ada Lovelace", "ada@example.com", administrator=True),
+    2: ChatwootAgent("Grace Hopper", "grace@example.com"),
+}
 
 
 class Simulator:
@@ -78,6 +90,7 @@ class Simulator:
         self.intercom = FakeIntercom()
         self.stream = FakeStream()
         self.matrix = FakeMatrix()
+        self.chatwoot = FakeChatwoot()
         self._rng = random.Random(seed)
 
     @property
@@ -90,6 +103,7 @@ class Simulator:
             self.intercom,
             self.stream,
             self.matrix,
+            self.chatwoot,
         )
 
     async def start(self) -> None:
@@ -171,6 +185,21 @@ class Simulator:
             "!sales:example.org": MatrixRoom(notifications=2, name="Sales"),
             "!random:example.org": MatrixRoom(),
         }
+        self.chatwoot.inboxes = dict(DEMO_CHATWOOT_INBOXES)
+        self.chatwoot.teams = dict(DEMO_CHATWOOT_TEAMS)
+        self.chatwoot.agents = dict(DEMO_CHATWOOT_AGENTS)
+        self.chatwoot.conversations = {
+            i: ChatwootConversation(
+                inbox_id=1 + i % 2,
+                status="open" if i % 7 else "resolved",
+                team_id=(None, 1, 2)[i % 3],
+                assignee_id=(None, 1, 2, None)[i % 4],
+                unread_count=i % 5,
+                waiting_since=now_s - i * 300 if i % 3 else 0,
+                last_activity_at=now_s - i * 60,
+            )
+            for i in range(1, 31)
+        }
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -187,6 +216,7 @@ class Simulator:
             answered = conversation.waiting_since is None
             conversation.waiting_since = int(time.time()) if answered else None
         counters += [(r, "notifications") for rs in self.matrix.users.values() for r in rs.values()]
+        counters += [(c, "unread_count") for c in self.chatwoot.conversations.values()]
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -291,4 +321,22 @@ accounts:
         group_by: room
       - name: support
         room: "{DEMO_MATRIX_ALIAS}"
+  - name: demo-chatwoot
+    provider: chatwoot
+    base_url: {self.chatwoot.url}
+    account_id: {self.chatwoot.account_id}
+    api_access_token: {self.chatwoot.api_access_token}
+    dialogs:
+      - name: backlog
+      - name: website
+        inbox_id: 1
+        unread_messages: true
+      - name: billing
+        team_id: 1
+      - name: backlog-by-team
+        group_by: team
+      - name: backlog-by-agent
+        group_by: agent
+      - name: backlog-by-inbox
+        group_by: inbox
 """
