@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.config import ConfigError, parse_config
+from exporter.configuration.loading import ConfigError, parse_config
 from exporter.providers import chatwoot
 from exporter.simulator import Simulator
 from exporter.simulator.base import Fault, RateWindow

@@ -18,7 +18,7 @@ from typing import Any, cast, get_args
 
 import yaml
 
-from exporter.registry import PROVIDERS
+from exporter.fetching.registry import PROVIDERS
 from tests.support import DIALOG_METRICS, EXPORTER_JOB, ROOT, load_mapping, prometheus_tool
 
 GRAFANA_DIR = ROOT / "grafana"
