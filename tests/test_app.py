@@ -136,7 +136,9 @@ async def test_landing_page_lists_accounts_and_last_results(
     await get_metrics(client)
     page = await (await client.get("/")).text()
     assert "chat-unread-exporter" in page
-    assert "Providers: crisp, imkit, intercom, matrix, quickblox, sendbird, stream." in page
+    assert (
+        "Providers: crisp, imkit, intercom, matrix, quickblox, sendbird, stream, zendesk." in page
+    )
     assert '<a href="/metrics">' in page
     for account in ("acme-crisp", "qb-support", "imkit-app", "sb-prod"):
         assert f'href="/probe?account={account}"' in page

@@ -20,6 +20,7 @@ from exporter.simulator.matrix import FakeMatrix, MatrixRoom
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
 from exporter.simulator.stream import FakeStream, StreamChannel
+from exporter.simulator.zendesk import FakeZendesk, ZendeskTicket
 
 __all__ = [
     "CrispConversation",
@@ -32,6 +33,7 @@ __all__ = [
     "FakeQuickBlox",
     "FakeSendbird",
     "FakeStream",
+    "FakeZendesk",
     "Fault",
     "IMKitRoom",
     "IntercomConversation",
@@ -40,6 +42,7 @@ __all__ = [
     "SendbirdChannel",
     "Simulator",
     "StreamChannel",
+    "ZendeskTicket",
 ]
 
 DEMO_WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
@@ -65,6 +68,9 @@ DEMO_CRISP_OPERATORS = (
 )
 DEMO_MATRIX_TOKEN = "syt_ZGVtbw_matrix-demo-token"
 DEMO_MATRIX_ALIAS = "#support:example.org"
+# Zendesk groups and views of the demo account.
+DEMO_ZENDESK_GROUPS = {360001: "Tier 1", 360002: "Billing"}
+DEMO_ZENDESK_VIEW = 360111  # unassigned unsolved tickets
 
 
 class Simulator:
@@ -78,6 +84,7 @@ class Simulator:
         self.intercom = FakeIntercom()
         self.stream = FakeStream()
         self.matrix = FakeMatrix()
+        self.zendesk = FakeZendesk()
         self._rng = random.Random(seed)
 
     @property
@@ -90,6 +97,7 @@ class Simulator:
             self.intercom,
             self.stream,
             self.matrix,
+            self.zendesk,
         )
 
     async def start(self) -> None:
@@ -171,6 +179,18 @@ class Simulator:
             "!sales:example.org": MatrixRoom(notifications=2, name="Sales"),
             "!random:example.org": MatrixRoom(),
         }
+        groups = [*DEMO_ZENDESK_GROUPS, None]
+        self.zendesk.tickets = {
+            5000 + i: ZendeskTicket(
+                status=("new", "open", "pending", "solved")[i % 4],
+                created_at=now_s - i * 900,
+                group_id=groups[i % 3],
+                assignee_id=None if i % 2 else 7001,
+            )
+            for i in range(1, 31)
+        }
+        self.zendesk.groups = dict(DEMO_ZENDESK_GROUPS)
+        self.zendesk.views = {DEMO_ZENDESK_VIEW: "status<solved assignee:none"}
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -187,6 +207,8 @@ class Simulator:
             answered = conversation.waiting_since is None
             conversation.waiting_since = int(time.time()) if answered else None
         counters += [(r, "notifications") for rs in self.matrix.users.values() for r in rs.values()]
+        ticket = self.zendesk.tickets[rng.choice(sorted(self.zendesk.tickets))]
+        ticket.status = "solved" if ticket.status != "solved" else "open"  # an agent answers
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -291,4 +313,18 @@ accounts:
         group_by: room
       - name: support
         room: "{DEMO_MATRIX_ALIAS}"
+  - name: demo-zendesk
+    provider: zendesk
+    subdomain: demo
+    base_url: {self.zendesk.url}
+    email: {self.zendesk.email}
+    api_token: {self.zendesk.api_token}
+    dialogs:
+      - name: unassigned-view
+        view_id: {DEMO_ZENDESK_VIEW}
+      - name: unsolved
+        query: status<solved
+      - name: unsolved-by-group
+        query: status<solved
+        group_by: group
 """
