@@ -27,6 +27,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
             "STREAM_KEY",
             "STREAM_SECRET",
             "MATRIX_TOKEN",
+            "ZENDESK_TOKEN",
         )
     }
     config = parse_config(text, "config.example.yaml", environ=environ)
@@ -40,6 +41,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
         "intercom",
         "stream",
         "matrix",
+        "zendesk",
     ]
     crisp = config.accounts[0]
     assert crisp.secret_values() == ["crisp_identifier-value", "crisp_key-value"]
