@@ -317,3 +317,33 @@ def test_a_dialog_is_a_view_or_a_query(sim: Simulator, dialog: str, message: str
 def test_no_credentials_is_refused(sim: Simulator) -> None:
     with pytest.raises(ConfigError, match="set email and api_token"):
         parse_config(zendesk_config(sim, auth="email: a@example.com"), "zendesk.yaml")
+
+
+async def test_a_count_zendesk_is_recomputing_is_its_last_one(
+    zendesk: Simulator, scrape_client: ScrapeClient
+) -> None:
+    """``fresh`` false with a value: Zendesk's last computed count, served as its agent
+    interface shows it while it recomputes (docs/zendesk.md)."""
+    counts = [{"view_id": ZENDESK_VIEW, "value": 5, "pretty": "5", "fresh": False}]
+    zendesk.zendesk.fault = Fault.answer(200, {"view_counts": counts}, path_contains="count_many")
+    client = await scrape_client(zendesk_config(zendesk))
+    samples = await get_metrics(client)
+    assert value(samples, "chat_unread_conversations", **ZD, dialog="unassigned") == 5.0
+
+
+async def test_more_groups_than_a_refresh_may_search_are_refused(
+    zendesk: Simulator, scrape_client: ScrapeClient
+) -> None:
+    """101 groups, listed by cursor in two pages: the split would cost 103 requests a refresh,
+    so the dialog is ``up 0`` saying why, and no count is spent on it."""
+    zendesk.zendesk.groups = {360000 + i: f"Group {i}" for i in range(1, 102)}
+    client = await scrape_client(zendesk_config(zendesk, BY_GROUP))
+    samples = await get_metrics(client)
+    assert value(samples, "chat_unread_up", **ZD, dialog="by-group") == 0.0
+    pages = [parse_qs(r.query_string) for r in zendesk.zendesk.calls("/groups")]
+    assert pages[0] == {"page[size]": ["100"]}
+    assert list(pages[1]) == ["page[size]", "page[after]"]
+    assert len(pages) == 2
+    assert not zendesk.zendesk.calls("search/count")
+    debug = await (await client.get("/probe?account=acme-zendesk&debug=true")).text()
+    assert "101 groups: more than 100 searches a refresh" in debug
