@@ -15,9 +15,10 @@ of the oldest matching ticket as ``chat_unread_oldest_unread_timestamp_seconds``
 - Queries: one ``GET /api/v2/search.json?query=type:ticket <query>&sort_by=created_at&
   sort_order=asc&per_page=1`` per dialog: its ``count`` is the number of matching tickets
   (exact, beyond the 1,000 results search pages through) and its first result the oldest.
-  The search index lags by minutes, which the 60 s ``cache_ttl`` default does not hide.
-- ``group_by: group`` (queries only): the account's groups (``GET /api/v2/groups.json``, kept
-  an hour) and one ``GET /api/v2/search/count.json`` per group (``group:<id>``) and for no
+  The search index lags by minutes: refreshing more often than the 60 s ``cache_ttl``
+  default would not make a query's value fresher.
+- ``group_by: group`` (queries only): the account's groups (``GET /api/v2/groups.json`` by
+  cursor, kept an hour) and one ``GET /api/v2/search/count.json`` per group (``group:<id>``) and for no
   group (``group:none``, served as ``unassigned``); tickets of a group the list does not hold
   yet are served as ``other``, and counts that add up to more than the dialog's (the index
   moved between the requests) are ``up 0``. A grouped dialog costs 2 + groups requests.
