@@ -347,3 +347,29 @@ async def test_more_groups_than_a_refresh_may_search_are_refused(
     assert not zendesk.zendesk.calls("search/count")
     debug = await (await client.get("/probe?account=acme-zendesk&debug=true")).text()
     assert "101 groups: more than 100 searches a refresh" in debug
+
+
+async def test_dialogs_of_the_same_view_or_query_are_part_of_the_first(
+    zendesk: Simulator, scrape_client: ScrapeClient
+) -> None:
+    dialogs = (
+        f"name: view\n        view_id: {ZENDESK_VIEW}",
+        f"name: view-again\n        view_id: {ZENDESK_VIEW}",
+        "name: unsolved\n        query: status<solved",
+        BY_GROUP.replace("status<solved", "status<solved  "),
+        "name: new\n        query: status:new",
+    )
+    client = await scrape_client(zendesk_config(zendesk, *dialogs))
+    samples = await get_metrics(client)
+    part_of = {
+        dict(labels)["dialog"]: dict(labels)["part_of"]
+        for (name, labels), _ in samples.items()
+        if name == "chat_unread_dialog_info"
+    }
+    assert part_of == {
+        "view": "",
+        "view-again": "view",
+        "unsolved": "",
+        "by-group": "unsolved",
+        "new": "",
+    }

@@ -18,10 +18,12 @@ of the oldest matching ticket as ``chat_unread_oldest_unread_timestamp_seconds``
   The search index lags by minutes: refreshing more often than the 60 s ``cache_ttl``
   default would not make a query's value fresher.
 - ``group_by: group`` (queries only): the account's groups (``GET /api/v2/groups.json`` by
-  cursor, kept an hour) and one ``GET /api/v2/search/count.json`` per group (``group:<id>``) and for no
-  group (``group:none``, served as ``unassigned``); tickets of a group the list does not hold
-  yet are served as ``other``, and counts that add up to more than the dialog's (the index
-  moved between the requests) are ``up 0``. A grouped dialog costs 2 + groups requests.
+  cursor, kept an hour) and one ``GET /api/v2/search/count.json`` per group (``group:<id>``)
+  and for no group (``group:none``, served as ``unassigned``); tickets of a group the list does
+  not hold yet are served as ``other``, and counts that add up to more than the dialog's (the
+  index moved between the requests) are ``up 0``. A grouped dialog costs 2 + groups requests.
+- Dialogs of the same view or the same query count the same tickets: each is ``part_of`` the
+  first (``coverage``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pydantic import BeforeValidator, Field, SecretStr, model_validator
 from exporter.envelope import entries_at, scalars
 from exporter.models import AccountConfig, Duration, GroupingDialog, secret_text
 from exporter.providers.base import (
+    Coverage,
     FetchError,
     GroupTally,
     Provider,
@@ -45,6 +48,7 @@ from exporter.providers.base import (
     Record,
     count,
     fetch_each,
+    nested,
     record_all,
 )
 from exporter.upstream import Upstream
@@ -84,6 +88,13 @@ class ZendeskDialog(GroupingDialog):
         if self.view_id is not None and self.group_by is not None:
             raise ValueError("a view's count does not split by group; use a query")
         return self
+
+    @property
+    def source(self) -> tuple[str, str]:
+        """What the dialog counts: its view, or its query (spaces aside)."""
+        if self.view_id is not None:
+            return ("view", str(self.view_id))
+        return ("query", " ".join((self.query or "").split()))
 
     @property
     def search(self) -> str:
@@ -310,9 +321,22 @@ def error_messages(body: Any) -> list[str]:
     return [*entries_at(body, "error"), *scalars(body, "description")]
 
 
+def coverage(account: ZendeskAccount) -> Coverage:
+    """Dialogs of one view, or of one query (a split and an unsplit one), count the same
+    tickets: each is ``part_of`` the first. How two different queries or views overlap is
+    Zendesk's to know, not the config's, so nothing is said of them."""
+    return nested(
+        account.dialogs,
+        name=lambda dialog: dialog.name,
+        scope=lambda dialog: dialog.source,
+        is_whole=lambda _dialog: True,
+    )
+
+
 PROVIDER = Provider(
     name="zendesk",
     account_model=ZendeskAccount,
     make_fetcher=ZendeskFetcher,
     error_messages=error_messages,
+    coverage=coverage,
 )
