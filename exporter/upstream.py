@@ -142,6 +142,17 @@ def _header_number(
     return pick(numbers) if numbers else None
 
 
+def _remaining(headers: CIMultiDictProxy[str]) -> float | None:
+    """Requests left in the window: ``X-RateLimit-Remaining``, or Zendesk's
+    ``X-Rate-Limit-Remaining``; the fewer where both are sent."""
+    found = [
+        number
+        for name in ("X-RateLimit-Remaining", "X-Rate-Limit-Remaining")
+        if (number := _header_number(headers, name, min)) is not None
+    ]
+    return min(found) if found else None
+
+
 def _http_date(text: str) -> float | None:
     """An HTTP-date (``Retry-After: Wed, 21 Oct 2015 07:28:00 GMT``) as unix time, or None."""
     try:
@@ -374,7 +385,7 @@ class Upstream:
                         sent_at,
                         status,
                         trace,
-                        remaining=_header_number(resp_headers, "X-RateLimit-Remaining", min),
+                        remaining=_remaining(resp_headers),
                         reset_at=self._reset_at(resp_headers),
                         retry_at=retry_at,
                     )

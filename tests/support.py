@@ -1,7 +1,7 @@
 """Helpers shared by the test modules; the fixtures are in ``conftest.py``.
 
 The simulators' data set and the configs that read it (``populate``, ``config_yaml``, and for
-Intercom and Stream Chat ``populate_reach``, ``reach_accounts``), reading the exposition
+Intercom, Stream Chat and Zendesk ``populate_reach``, ``reach_accounts``), reading the exposition
 (``parse``, ``value``, ``get_metrics``), free loopback ports, subprocess servers with their
 output in a log file, waits that poll against a deadline (never a fixed sleep), the Prometheus
 tools (skipped when absent unless ``CHAT_UNREAD_REQUIRE_PROMETHEUS=1``), YAML loading, and the
@@ -41,6 +41,7 @@ from exporter.simulator import (
     SendbirdChannel,
     Simulator,
     StreamChannel,
+    ZendeskTicket,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,6 +83,9 @@ DEMO_DIALOGS = frozenset(
         ("chatwoot", "demo-chatwoot", "backlog-by-team"),
         ("chatwoot", "demo-chatwoot", "backlog-by-agent"),
         ("chatwoot", "demo-chatwoot", "backlog-by-inbox"),
+        ("zendesk", "demo-zendesk", "unassigned-view"),
+        ("zendesk", "demo-zendesk", "unsolved"),
+        ("zendesk", "demo-zendesk", "unsolved-by-group"),
     }
 )
 DEMO_ACCOUNTS = sorted({account for _provider, account, _dialog in DEMO_DIALOGS})
@@ -444,7 +448,7 @@ def matrix_yaml(sim: Simulator) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Intercom and Stream Chat: their data set, and accounts to append to a test config
+# Intercom, Stream Chat and Zendesk: their data set, and accounts to append to a test config
 
 
 CHATWOOT_INBOXES = {7: "Website", 8: "Email"}
@@ -529,6 +533,34 @@ def populate_reach(sim: Simulator) -> None:
         ],
         "agent-7": [StreamChannel("messaging", "support-3", unread=2)],
     }
+    sim.zendesk.tickets = zendesk_tickets(12)
+    sim.zendesk.groups = dict(ZENDESK_GROUPS)
+    sim.zendesk.views = {ZENDESK_VIEW: "status<solved assignee:none"}
+
+
+ZENDESK_GROUPS = {360001: "Tier 1", 360002: "Billing"}
+ZENDESK_VIEW = 360111
+ZENDESK_CREATED = 1_750_000_000  # unix seconds
+
+
+def zendesk_tickets(size: int) -> dict[int, ZendeskTicket]:
+    """``size`` tickets created ``ZENDESK_CREATED`` + i minutes: new, open, pending, solved in
+    turn; in Tier 1, Billing or no group in turn; every second one assigned."""
+    groups = [*ZENDESK_GROUPS, None]
+    return {
+        7000 - i: ZendeskTicket(
+            status=("new", "open", "pending", "solved")[i % 4],
+            created_at=ZENDESK_CREATED + i * 60,
+            group_id=groups[i % 3],
+            assignee_id=None if i % 2 else 8001,
+        )
+        for i in range(1, size + 1)
+    }
+
+
+# (tickets, oldest created) per dialog of ``reach_accounts`` for ``populate_reach``: i = 1..12
+# without the solved ones (i = 3, 7, 11); the view's are the unassigned (odd) ones: 1, 5, 9
+ZENDESK_EXPECTED = {"unassigned": (3.0, None), "unsolved": (9.0, ZENDESK_CREATED + 60.0)}
 
 
 # (conversations, oldest waiting) per dialog of ``reach_accounts`` for ``populate_reach``
@@ -593,6 +625,17 @@ def reach_accounts(sim: Simulator) -> str:
         group_by: team
       - name: by-inbox
         group_by: inbox
+  - name: acme-zendesk
+    provider: zendesk
+    subdomain: acme
+    base_url: {sim.zendesk.url}
+    email: {sim.zendesk.email}
+    api_token: {sim.zendesk.api_token}
+    dialogs:
+      - name: unassigned
+        view_id: {ZENDESK_VIEW}
+      - name: unsolved
+        query: status<solved
 """
 
 
@@ -630,6 +673,7 @@ ACCOUNT_OF = {
     "intercom": "acme-intercom",  # of reach_accounts
     "stream": "acme-stream",
     "chatwoot": "acme-chatwoot",  # of reach_accounts
+    "zendesk": "acme-zendesk",  # of reach_accounts
 }
 
 
@@ -672,6 +716,7 @@ def fake(sim: Simulator, provider: str) -> FakeProvider:
         "stream": sim.stream,
         "matrix": sim.matrix,
         "chatwoot": sim.chatwoot,
+        "zendesk": sim.zendesk,
     }[provider]
 
 

@@ -137,7 +137,8 @@ async def test_landing_page_lists_accounts_and_last_results(
     page = await (await client.get("/")).text()
     assert "chat-unread-exporter" in page
     assert (
-        "Providers: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream." in page
+        "Providers: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream, zendesk."
+        in page
     )
     assert '<a href="/metrics">' in page
     for account in ("acme-crisp", "qb-support", "imkit-app", "sb-prod"):

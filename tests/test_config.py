@@ -178,6 +178,20 @@ accounts:
     dialogs:
       - name: all
 """
+ZENDESK_TOKEN = """\
+accounts:
+  - name: zd
+    provider: zendesk
+    subdomain: acme
+    email: agent@example.com
+    api_token: zd-token
+    dialogs:
+      - name: unsolved
+        query: status<solved
+"""
+ZENDESK_OAUTH = ZENDESK_TOKEN.replace(
+    "    email: agent@example.com\n    api_token: zd-token\n", "    oauth_token: zd-oauth\n"
+)
 
 
 AccountT = TypeVar("AccountT", bound=AccountConfig)
@@ -440,6 +454,8 @@ SECRET_FIELDS = [
     ("stream", STREAM, "api_secret"),
     ("matrix", MATRIX, "access_token"),
     ("chatwoot", CHATWOOT, "api_access_token"),
+    ("zendesk", ZENDESK_TOKEN, "api_token"),
+    ("zendesk", ZENDESK_OAUTH, "oauth_token"),
 ]
 
 
@@ -803,7 +819,8 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="provider: slack",
             problem="provider 'slack' is not known "
-            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream, "
+            "zendesk)",
         ),
         id="unknown-provider",
     ),
@@ -813,7 +830,8 @@ REFUSALS = [
             path="accounts[0].provider",
             line_with="- name: sb",
             problem="provider is missing "
-            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream)",
+            "(known: chatwoot, crisp, imkit, intercom, matrix, quickblox, sendbird, stream, "
+            "zendesk)",
         ),
         id="missing-provider",
     ),

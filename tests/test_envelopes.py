@@ -48,6 +48,10 @@ ENVELOPES: dict[str, tuple[Any, str]] = {
         {"errcode": "M_BAD_JSON", "error": "Content not JSON."},
         "Content not JSON.; M_BAD_JSON",
     ),
+    "zendesk": (
+        {"error": {"title": "Forbidden", "message": "You do not have access to this page"}},
+        "Forbidden; You do not have access to this page",
+    ),
 }
 
 

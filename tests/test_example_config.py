@@ -28,6 +28,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
             "STREAM_SECRET",
             "MATRIX_TOKEN",
             "CHATWOOT_TOKEN",
+            "ZENDESK_TOKEN",
         )
     }
     config = parse_config(text, "config.example.yaml", environ=environ)
@@ -42,6 +43,7 @@ def test_example_config_loads_with_its_secrets_provided(tmp_path: Path) -> None:
         "stream",
         "matrix",
         "chatwoot",
+        "zendesk",
     ]
     crisp = config.accounts[0]
     assert crisp.secret_values() == ["crisp_identifier-value", "crisp_key-value"]

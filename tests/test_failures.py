@@ -15,6 +15,7 @@ import pytest
 from exporter.simulator import Fault, Simulator
 from tests.support import (
     QB_DIALOGS,
+    ZENDESK_VIEW,
     ScrapeClient,
     config_yaml,
     dialog_values,
@@ -34,6 +35,7 @@ PROVIDERS = (
     "stream",
     "matrix",
     "chatwoot",
+    "zendesk",
 )
 VALUE_METRICS = (
     "chat_unread_messages",
@@ -42,8 +44,13 @@ VALUE_METRICS = (
     "chat_unread_conversations",
     "chat_unread_oldest_unread_timestamp_seconds",
 )
-# The series that shows a provider's dialogs are served (Intercom counts no messages)
-SERVED_METRIC = {"intercom": "chat_unread_conversations", "chatwoot": "chat_unread_conversations"}
+# The series that shows a provider's dialogs are served (Intercom, Zendesk, most Chatwoot
+# dialogs count no messages)
+SERVED_METRIC = {
+    "intercom": "chat_unread_conversations",
+    "chatwoot": "chat_unread_conversations",
+    "zendesk": "chat_unread_conversations",
+}
 MATRIX_ERRCODES = {401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND"}
 
 SB_KEYS = (
@@ -86,6 +93,9 @@ def success_body_with(provider: str, bad: Any) -> Any:
     if provider == "matrix":
         counts = {"notification_count": bad, "highlight_count": bad}
         return {"next_batch": "s1", "rooms": {"join": {"!a:x": {"unread_notifications": counts}}}}
+    if provider == "zendesk":  # one body for the view count and the search alike
+        views = [{"view_id": ZENDESK_VIEW, "value": bad, "fresh": True}]
+        return {"view_counts": views, "count": bad, "results": [{"created_at": bad}]}
     return dict.fromkeys(SB_KEYS, bad)
 
 
@@ -114,6 +124,8 @@ def error_body(provider: str, status: int) -> Any:
                 "retry_after_ms": 500,
             }
         return {"errcode": MATRIX_ERRCODES.get(status, "M_UNKNOWN"), "error": "boom"}
+    if provider == "zendesk":
+        return {"error": "APIRateLimitExceeded" if status == 429 else "boom", "description": "x"}
     return {"message": "boom", "code": 500910 if status == 429 else 400999, "error": True}
 
 

@@ -248,7 +248,8 @@ def test_unread_messages_arrive_with_the_contract_labels(
 
     def all_dialogs() -> list[dict[str, Any]] | None:
         # each dialog's value: unread messages, or waiting conversations where a provider
-        # counts no messages (Intercom, most Chatwoot dialogs); `or` keeps one series per dialog
+        # counts no messages (Intercom, Zendesk, most Chatwoot dialogs); `or` keeps one series
+        # per dialog
         series = _query(server, "chat_unread_messages or chat_unread_conversations")
         found = {
             (s["metric"]["provider"], s["metric"]["account"], s["metric"]["dialog"]) for s in series
@@ -274,6 +275,7 @@ def test_unread_messages_arrive_with_the_contract_labels(
         "stream",
         "matrix",
         "chatwoot",
+        "zendesk",
     }
     for item in series:
         labels = item["metric"]

@@ -21,6 +21,7 @@ from exporter.simulator.matrix import FakeMatrix, MatrixRoom
 from exporter.simulator.quickblox import FakeQuickBlox
 from exporter.simulator.sendbird import FakeSendbird, SendbirdChannel
 from exporter.simulator.stream import FakeStream, StreamChannel
+from exporter.simulator.zendesk import FakeZendesk, ZendeskTicket
 
 __all__ = [
     "ChatwootAgent",
@@ -36,6 +37,7 @@ __all__ = [
     "FakeQuickBlox",
     "FakeSendbird",
     "FakeStream",
+    "FakeZendesk",
     "Fault",
     "IMKitRoom",
     "IntercomConversation",
@@ -44,6 +46,7 @@ __all__ = [
     "SendbirdChannel",
     "Simulator",
     "StreamChannel",
+    "ZendeskTicket",
 ]
 
 DEMO_WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
@@ -77,6 +80,9 @@ DEMO_CHATWOOT_AGENTS = {
     1: ChatwootAgent("Ada Lovelace", "ada@example.com", administrator=True),
     2: ChatwootAgent("Grace Hopper", "grace@example.com"),
 }
+# Zendesk groups and views of the demo account.
+DEMO_ZENDESK_GROUPS = {360001: "Tier 1", 360002: "Billing"}
+DEMO_ZENDESK_VIEW = 360111  # unassigned unsolved tickets
 
 
 class Simulator:
@@ -91,6 +97,7 @@ class Simulator:
         self.stream = FakeStream()
         self.matrix = FakeMatrix()
         self.chatwoot = FakeChatwoot()
+        self.zendesk = FakeZendesk()
         self._rng = random.Random(seed)
 
     @property
@@ -104,6 +111,7 @@ class Simulator:
             self.stream,
             self.matrix,
             self.chatwoot,
+            self.zendesk,
         )
 
     async def start(self) -> None:
@@ -200,6 +208,18 @@ class Simulator:
             )
             for i in range(1, 31)
         }
+        groups = [*DEMO_ZENDESK_GROUPS, None]
+        self.zendesk.tickets = {
+            5000 + i: ZendeskTicket(
+                status=("new", "open", "pending", "solved")[i % 4],
+                created_at=now_s - i * 900,
+                group_id=groups[i % 3],
+                assignee_id=None if i % 2 else 7001,
+            )
+            for i in range(1, 31)
+        }
+        self.zendesk.groups = dict(DEMO_ZENDESK_GROUPS)
+        self.zendesk.views = {DEMO_ZENDESK_VIEW: "status<solved assignee:none"}
 
     def evolve(self) -> None:
         """One tick of a working day: some messages arrive, some get read."""
@@ -217,6 +237,8 @@ class Simulator:
             conversation.waiting_since = int(time.time()) if answered else None
         counters += [(r, "notifications") for rs in self.matrix.users.values() for r in rs.values()]
         counters += [(c, "unread_count") for c in self.chatwoot.conversations.values()]
+        ticket = self.zendesk.tickets[rng.choice(sorted(self.zendesk.tickets))]
+        ticket.status = "solved" if ticket.status != "solved" else "open"  # an agent answers
         for obj, attr in rng.sample(counters, k=min(6, len(counters))):
             value = getattr(obj, attr)
             setattr(obj, attr, max(0, value + rng.choice((-2, -1, 1, 1, 2))))
@@ -339,4 +361,18 @@ accounts:
         group_by: agent
       - name: backlog-by-inbox
         group_by: inbox
+  - name: demo-zendesk
+    provider: zendesk
+    subdomain: demo
+    base_url: {self.zendesk.url}
+    email: {self.zendesk.email}
+    api_token: {self.zendesk.api_token}
+    dialogs:
+      - name: unassigned-view
+        view_id: {DEMO_ZENDESK_VIEW}
+      - name: unsolved
+        query: status<solved
+      - name: unsolved-by-group
+        query: status<solved
+        group_by: group
 """

@@ -20,6 +20,9 @@ INTERCOM_PYTHON = "python-intercom 5.0.1 (PyPI)"
 STREAM_NODE = "stream-chat 9.53.0 (npm)"
 STREAM_PYTHON = "stream-chat 4.33.0 (PyPI)"
 STREAM_CASES = frozenset({"one-user", "several-users"})
+ZENDESK_NODE = "node-zendesk 6.0.1 (npm)"
+ZENDESK_PYTHON = "zenpy 2.0.57 (PyPI)"
+ZENDESK_CASES = frozenset({"views", "search", "count", "groups"})
 INTERCOM_CASES = frozenset({"whole-backlog", "team-backlog", "teammate-backlog", "next-page"})
 
 ALLOW_LIST: tuple[Allowed, ...] = (
@@ -222,5 +225,47 @@ ALLOW_LIST: tuple[Allowed, ...] = (
         "the SDK sends Content-Type: application/json on every request, GETs without a body "
         "included; a GET has no body for it to describe",
         "stream_chat/client.py get_default_header",
+    ),
+    Allowed(
+        ZENDESK_NODE,
+        "header:content-type",
+        ZENDESK_CASES,
+        "node-zendesk sends Content-Type: application/json on every request, GETs without a "
+        "body included; a GET has no body for it to describe",
+        "node-zendesk src/clients/transporter.js getHeadersForRequest",
+    ),
+    Allowed(
+        ZENDESK_PYTHON,
+        "header:accept",
+        ZENDESK_CASES,
+        "requests' default Accept (*/*); Zendesk answers JSON only and the exporter refuses a "
+        "body that is not JSON as bad_response, so asking for JSON changes nothing",
+        "requests utils.py default_headers",
+    ),
+    Allowed(
+        ZENDESK_PYTHON,
+        "query:count_many",
+        frozenset({"views"}),
+        "zenpy's views.count_many puts the ids in a parameter named count_many, not the ids= "
+        "that Zendesk's reference (Count Tickets in Views) and node-zendesk's showCounts send: "
+        "a zenpy bug, so the simulator answers it as a request without ids (400)",
+        "zenpy lib/endpoint.py BaseEndpoint.__call__ (key == 'count_many'); "
+        "developer.zendesk.com Views API, Count Tickets in Views",
+    ),
+    Allowed(
+        ZENDESK_PYTHON,
+        "query:ids",
+        frozenset({"views"}),
+        "the other side of the count_many entry above: the exporter sends the documented ids=",
+        "as for count_many",
+    ),
+    Allowed(
+        ZENDESK_PYTHON,
+        "query:per_page",
+        frozenset({"search"}),
+        "zenpy's search turns every keyword but sort_by and sort_order into a query term, so it "
+        "cannot ask for a page size and pages through every result (100 a page by default); the "
+        "exporter needs the count and the oldest ticket only, so it asks for one result",
+        "zenpy lib/endpoint.py SearchEndpoint.__call__",
     ),
 )
