@@ -88,12 +88,17 @@ class FaultWindow:
     kind: str
     start: float
     end: float | None = None
+    # For a 429: when the exporter logged the last 429 answer of it (see ``note_last_429s``).
+    last_429: float | None = None
 
     def clears_at(self, retry_after: float) -> float | None:
-        """When the provider may be expected back: its end, or the end of its Retry-After."""
+        """When the provider may be expected back: its end, or the end of the Retry-After of
+        the last 429 the exporter read, which may come after the end (an answer in flight)."""
         if self.end is None:
             return None
-        return self.end + (retry_after if self.kind == "http_429" else 0.0)
+        if self.kind != "http_429":
+            return self.end
+        return max(self.end, self.last_429 or self.end) + retry_after
 
 
 @dataclass
@@ -137,6 +142,33 @@ def fetch_failures(log_text: str) -> list[Failure]:
             at = datetime.fromisoformat(fields["ts"]).timestamp()
             failures.append(Failure(at, fields["provider"], fields["reason"], fields["detail"]))
     return failures
+
+
+def note_last_429s(windows: Sequence[FaultWindow], failures: Sequence[Failure]) -> None:
+    """Give each 429 fault the time of the last 429 answer the exporter logged for it.
+
+    The exporter holds an account off from when it read a 429 until its Retry-After has
+    passed. A request the simulator answered just before the fault was healed is read a
+    moment later (the exporter's loop may be busy for a while), so that hold-off can end after
+    the fault's end plus its Retry-After: a scrape beginning in between is rightly refused,
+    and recovery is counted from the end of the last hold-off instead.
+    """
+    for window in windows:
+        if window.kind != "http_429":
+            continue
+        later = (w.start for w in windows if w.provider == window.provider)
+        horizon = min((start for start in later if start > window.start), default=math.inf)
+        window.last_429 = max(
+            (
+                f.at
+                for f in failures
+                if f.provider == window.provider
+                and f.reason == "rate_limited"
+                and f.detail.startswith("HTTP 429")
+                and window.start <= f.at < horizon
+            ),
+            default=None,
+        )
 
 
 @dataclass
@@ -409,6 +441,7 @@ async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
             )
             run.samples["end"] = await quiet_sample(http, run, exporter.url, exporter.pid)
             run.failures = fetch_failures(exporter.log_path.read_text(encoding="utf-8"))
+    note_last_429s(run.windows, run.failures)
     return run
 
 
@@ -432,7 +465,8 @@ def recoveries(run: Run) -> list[Recovery]:
                 recovery.scrapes, recovery.seconds = index, record.end - clear
                 break
             shown = ", ".join(down[:3]) + (f" and {len(down) - 3} more" if len(down) > 3 else "")
-            recovery.misses.append(f"+{record.start - clear:.2f} s: {shown} down")
+            why = logged_reasons(run, window.provider, record)
+            recovery.misses.append(f"+{record.start - clear:.2f} s: {shown} down {why}")
         found.append(recovery)
     return found
 
@@ -467,13 +501,18 @@ def false_alarms(run: Run) -> Counter[str]:
                 continue
             down = sum(1 for d, v in record.up.items() if d[0] == provider and v == 0.0)
             if down:
-                why = {
-                    f"{f.reason}: {f.detail[:60]}"
-                    for f in run.failures
-                    if f.provider == provider and record.start - 0.1 <= f.at <= record.end + 0.1
-                }
+                why = logged_reasons(run, provider, record)
                 found[f"+{record.start - run.scrapes[0].start:.0f} s {provider}: {why}"] += down
     return found
+
+
+def logged_reasons(run: Run, provider: str, record: ScrapeRecord) -> set[str]:
+    """The reasons and details of the provider's "fetch failed" lines during a scrape."""
+    return {
+        f"{f.reason}: {f.detail[:60]}"
+        for f in run.failures
+        if f.provider == provider and record.start - 0.1 <= f.at <= record.end + 0.1
+    }
 
 
 # The 8 MiB cap on an upstream body, parsed, costs some tens of MB; 64 MiB inflated, hundreds.
