@@ -3,17 +3,23 @@
 ``.venv/bin/python benchmarks/run.py chaos [--duration 180]``. The simulators (their own
 process) fail in turns, each provider on its own random schedule: 500s, 429s with a
 Retry-After, hanging answers, reset connections, HTML and truncated bodies, and a gzip body
-that inflates to 64 MiB. Two scrapers (an HA pair, half an interval apart) scrape the real
-exporter's ``/metrics`` throughout, each scrape on a new connection, and SIGHUP reloads a
-config whose accounts' timeouts alternate, so half the accounts get new runtimes. In bursts,
-clients that pipeline complete requests and never read the answers take every one of the
-exporter's ``--web.max-connections`` slots, while a watcher asks ``/-/healthy`` twice a
-second. The report answers the exporter's promise, "never lies, never dies":
+that inflates to 64 MiB. A provider plugin (``benchmarks/chaos_plugin``, loaded through its
+entry point like any installed one) flaps too: its API's answers make it raise ``SystemExit``,
+pass on junk counts, or block the event loop briefly with ``time.sleep``. Two scrapers (an HA
+pair, half an interval apart) scrape the real exporter's ``/metrics`` throughout, each scrape
+on a new connection, and SIGHUP reloads a config whose accounts' timeouts alternate, so half
+the accounts get new runtimes. In bursts, clients that pipeline complete requests and never
+read the answers take every one of the exporter's ``--web.max-connections`` slots, while a
+watcher asks ``/-/healthy`` twice a second. The report answers the exporter's promise, "never
+lies, never dies":
 
 * failed scrapes: not a 200, a configured dialog without ``chat_unread_up``, ``up 1`` without
   a value or a value without ``up 1`` (there is no ``cache_ttl``), a NaN anywhere;
 * lies: ``up 1`` for a dialog whose provider was failing from well before the scrape began
   (longer than any refresh can take) until after it ended;
+* the plugin: its dialogs' failures as the exporter logged them, all ``bad_response``; a
+  brief block is no fault of its values (they stay up), and no other provider's dialog may go
+  down for it (a false alarm);
 * false alarms: ``up 0`` for a dialog whose provider was healthy (and past any Retry-After)
   from well before the scrape began until after it ended, as a reload could cause;
 * recovery after each fault clears (or, for a 429, after its Retry-After has passed): how many
@@ -48,9 +54,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks import procs
 from benchmarks import scenario as sc
-from benchmarks.sim_server import FAULTS
+from benchmarks.sim_server import FAULTS, FLAKY_UNREAD, PLUGIN_FAULTS
 
-PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird")
+# The scenario's providers, and the provider plugin of benchmarks/chaos_plugin ("flaky").
+PROVIDERS = ("crisp", "quickblox", "imkit", "sendbird", "flaky")
+PLUGIN_DIR = procs.REPO_ROOT / "benchmarks" / "chaos_plugin"
+# A plugin fault whose answer is good: the plugin blocks the loop briefly, then reports it.
+HARMLESS = frozenset({"plugin_block"})
 Dialog = tuple[str, str, str]  # provider, account, dialog
 
 
@@ -90,6 +100,11 @@ class FaultWindow:
     end: float | None = None
     # For a 429: when the exporter logged the last 429 answer of it (see ``note_last_429s``).
     last_429: float | None = None
+
+    @property
+    def harmful(self) -> bool:
+        """Whether the provider's own dialogs must go ``up 0`` (a brief block must not)."""
+        return self.kind not in HARMLESS
 
     def clears_at(self, retry_after: float) -> float | None:
         """When the provider may be expected back: its end, or the end of the Retry-After of
@@ -208,6 +223,14 @@ def chaos_config(settings: Settings, urls: dict[str, str], generation: int) -> s
                 timeout *= 0.9
             lines.append(f"    timeout: {timeout * 1000:.0f}ms")
             account += 1
+    lines += [
+        "  - name: flaky-plugin",
+        "    provider: flaky",
+        f"    base_url: {urls['flaky']}",
+        f"    timeout: {settings.account_timeout * 1000:.0f}ms",
+        "    dialogs:",
+        *(f"      - name: {name}" for name in FLAKY_UNREAD),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -284,7 +307,8 @@ async def flap(
         faulty = rng.uniform(*settings.faulty)
         if time.monotonic() + faulty >= until:
             return
-        window = FaultWindow(provider, rng.choice(sorted(FAULTS)), time.time())
+        kinds = PLUGIN_FAULTS if provider == "flaky" else FAULTS
+        window = FaultWindow(provider, rng.choice(sorted(kinds)), time.time())
         await set_fault(http, run, control, provider, window.kind)
         run.windows.append(window)
         await asyncio.sleep(faulty)
@@ -417,11 +441,15 @@ async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
         procs.simulators(settings.scenario, settings.latency) as sims,
     ):
         config = chaos_config(settings, sims.urls, 0)
-        async with procs.exporter(config, http, flags=flags) as exporter:
+        env = {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PLUGIN_DIR), os.getenv("PYTHONPATH")]))
+        }
+        async with procs.exporter(config, http, flags=flags, env=env) as exporter:
             log(f"exporter ready (pid {exporter.pid}); warming up")
             first = await scrape(http, run, exporter.url)
             run.expected = set(first.up)
-            if len(run.expected) != settings.scenario.dialogs or first.problems:
+            dialogs = settings.scenario.dialogs + len(FLAKY_UNREAD)
+            if len(run.expected) != dialogs or set(first.up.values()) != {1.0} or first.problems:
                 raise RuntimeError(f"warm-up scrape incomplete: {first.problems}")
             await asyncio.sleep(settings.warm_up)
             run.samples["start"] = await quiet_sample(http, run, exporter.url, exporter.pid)
@@ -477,7 +505,11 @@ def lies(run: Run) -> int:
     for record in run.scrapes:
         for window in run.windows:
             end = window.end if window.end is not None else math.inf
-            if window.start + run.settings.grace <= record.start and record.end <= end:
+            if (
+                window.harmful
+                and window.start + run.settings.grace <= record.start
+                and record.end <= end
+            ):
                 count += sum(
                     1 for d, v in record.up.items() if d[0] == window.provider and v == 1.0
                 )
@@ -492,6 +524,7 @@ def false_alarms(run: Run) -> Counter[str]:
         for provider in PROVIDERS:
             troubled = any(
                 w.provider == provider
+                and w.harmful
                 and w.start <= record.end
                 and (w.clears_at(run.settings.retry_after) or math.inf)
                 >= record.start - run.settings.grace
@@ -515,6 +548,13 @@ def logged_reasons(run: Run, provider: str, record: ScrapeRecord) -> set[str]:
     }
 
 
+def plugin_failures(run: Run) -> Counter[str]:
+    """The plugin's "fetch failed" lines, by reason and the head of their detail."""
+    return Counter(
+        f"{f.reason}: {f.detail.split(':')[0][:50]}" for f in run.failures if f.provider == "flaky"
+    )
+
+
 # The 8 MiB cap on an upstream body, parsed, costs some tens of MB; 64 MiB inflated, hundreds.
 PEAK_HEADROOM_MB = 64.0
 # A burst's connections are serving (not yet blocked, so not replaceable) while the exporter
@@ -533,6 +573,8 @@ def report(run: Run) -> tuple[str, bool]:
         by_kind.setdefault(recovery.window.kind, []).append(recovery)
     start, end = run.samples["start"], run.samples["end"]
     lied, alarms = lies(run), false_alarms(run)
+    plugin = plugin_failures(run)
+    plugin_kinds = Counter(w.kind for w in run.windows if w.provider == "flaky")
     failed_checks = sum(1 for _, ok in run.health if not ok)
     longest_off = held_off(run.health)
     lines = [
@@ -578,6 +620,10 @@ def report(run: Run) -> tuple[str, bool]:
         f"each held {settings.hold_for:g} s",
         f"/-/healthy: {len(run.health)} checks, {failed_checks} failed, longest held off "
         f"{longest_off:.1f} s",
+        "plugin faults: "
+        + (", ".join(f"{n} {kind}" for kind, n in sorted(plugin_kinds.items())) or "none")
+        + "; its dialogs' failures logged:"
+        + "".join(f"\n  {n} x {why}" for why, n in plugin.most_common()),
     ]
     goals = [
         ("0 failed scrapes", not failed),
@@ -589,6 +635,10 @@ def report(run: Run) -> tuple[str, bool]:
         ),
         ("RSS flat (end within 5 MB of start)", end.rss_mb - start.rss_mb <= 5.0),
         ("open fds flat (end within 5 of start)", end.fds - start.fds <= 5),
+        (
+            "the plugin's dialogs failed only as bad_response (its faults are its own bugs)",
+            all(why.startswith("bad_response") for why in plugin),
+        ),
         (
             f"RSS peak within {PEAK_HEADROOM_MB:g} MB of start (an inflated body is capped)",
             run.peak.rss_mb - start.rss_mb <= PEAK_HEADROOM_MB,
