@@ -24,8 +24,9 @@ lies, never dies":
   from well before the scrape began until after it ended, as a reload could cause;
 * recovery after each fault clears (or, for a 429, after its Retry-After has passed): how many
   scrapes began before one showed all that provider's dialogs up, and how long that took;
-* the exporter's resident memory and open file descriptors after the warm-up and at the end,
-  each taken between scrapes with every provider healthy, and their peaks (memory: the
+* the exporter's resident memory and open file descriptors after the warm-up (which has
+  each kind of load once, see ``rehearse``) and at the end, each taken between scrapes with
+  every provider healthy, and their peaks (memory: the
   kernel's high-water mark, so a short spike such as an inflated body is not missed);
 * ``/-/healthy``: checks that failed, and the longest time it was held off (from a failed
   check to the next that succeeded).
@@ -328,15 +329,28 @@ async def reloader(
     while time.monotonic() + run.settings.reload_every < until:
         await asyncio.sleep(run.settings.reload_every)
         run.reloads_sent += 1
-        exporter.config_path.write_text(chaos_config(run.settings, urls, run.reloads_sent))
-        before = await reload_timestamp(http, exporter.url)
-        exporter.proc.send_signal(signal.SIGHUP)
-        for _ in range(50):
-            await asyncio.sleep(0.1)
-            now = await reload_timestamp(http, exporter.url)
-            if now is not None and now != before:
-                run.reloads_applied += 1
-                break
+        # Generation 1 was the rehearsal's: each reload here changes the config again.
+        if await reload(http, run, exporter, urls, run.reloads_sent + 1):
+            run.reloads_applied += 1
+
+
+async def reload(
+    http: aiohttp.ClientSession,
+    run: Run,
+    exporter: procs.ExporterProcess,
+    urls: dict[str, str],
+    generation: int,
+) -> bool:
+    """Write the config's ``generation``, SIGHUP, and wait (5 s at most) until it is applied."""
+    exporter.config_path.write_text(chaos_config(run.settings, urls, generation))
+    before = await reload_timestamp(http, exporter.url)
+    exporter.proc.send_signal(signal.SIGHUP)
+    for _ in range(50):
+        await asyncio.sleep(0.1)
+        now = await reload_timestamp(http, exporter.url)
+        if now is not None and now != before:
+            return True
+    return False
 
 
 async def reload_timestamp(http: aiohttp.ClientSession, url: str) -> float | None:
@@ -370,26 +384,55 @@ NON_READING_REQUESTS = b"GET /exporter-metrics HTTP/1.1\r\nHost: x\r\n\r\n" * 30
 
 async def hold_slots(run: Run, url: str, until: float) -> None:
     """Bursts of clients that send complete requests and never read, one per slot."""
-    host, port = url.removeprefix("http://").rsplit(":", 1)
-    loop = asyncio.get_running_loop()
     while time.monotonic() + run.settings.hold_every + run.settings.hold_for < until:
         await asyncio.sleep(run.settings.hold_every)
-        clients: list[socket.socket] = []
-        try:
-            for _ in range(run.settings.max_connections):
-                sock = socket.socket()
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-                sock.setblocking(False)
-                clients.append(sock)
-                await loop.sock_connect(sock, (host, int(port)))
-                await loop.sock_sendall(sock, NON_READING_REQUESTS)
+        if await burst(run, url, run.settings.hold_for):
             run.bursts += 1
-            await asyncio.sleep(run.settings.hold_for)
-        except OSError:  # the exporter closed one already (replaced or timed out): fine
-            await asyncio.sleep(run.settings.hold_for)
-        finally:
-            for sock in clients:
-                sock.close()
+
+
+async def burst(run: Run, url: str, hold_for: float) -> bool:
+    """One client per slot, each sending its requests and reading nothing for ``hold_for``
+    seconds; False if the exporter closed one before all had sent (replaced or timed out)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    clients: list[socket.socket] = []
+    try:
+        for _ in range(run.settings.max_connections):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            clients.append(sock)
+            await loop.sock_connect(sock, (host, int(port)))
+            await loop.sock_sendall(sock, NON_READING_REQUESTS)
+        await asyncio.sleep(hold_for)
+        return True
+    except OSError:
+        await asyncio.sleep(hold_for)
+        return False
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+async def rehearse(
+    http: aiohttp.ClientSession, run: Run, exporter: procs.ExporterProcess, urls: dict[str, str]
+) -> None:
+    """Each kind of load once before the starting sample: a gzip bomb (Sendbird, the most
+    requests at once), a plugin that raises, a reload and a burst of non-reading clients.
+
+    The first of each leaves the process some megabytes larger for good, although live
+    Python memory does not grow (measured with tracemalloc after ``gc.collect()``: +0.6 MB
+    over a run's worth of them; see benchmarks/README.md): memory freed in the middle of
+    pymalloc's arenas stays with the process, ready for the next. Against a start taken
+    before any of them, "RSS flat" would measure that once-off layout, not a leak.
+    """
+    control = urls["control"]
+    for provider, kind in (("sendbird", "gzip_bomb"), ("flaky", "plugin_raise")):
+        await set_fault(http, run, control, provider, kind)
+        await scrape(http, run, exporter.url)
+        await set_fault(http, run, control, provider, "none")
+    await reload(http, run, exporter, urls, 1)
+    await burst(run, exporter.url, 3.0)
 
 
 async def watch_health(url: str, run: Run, until: float) -> None:
@@ -451,6 +494,7 @@ async def execute(settings: Settings, log: Callable[[str], None]) -> Run:
             dialogs = settings.scenario.dialogs + len(FLAKY_UNREAD)
             if len(run.expected) != dialogs or set(first.up.values()) != {1.0} or first.problems:
                 raise RuntimeError(f"warm-up scrape incomplete: {first.problems}")
+            await rehearse(http, run, exporter, sims.urls)
             await asyncio.sleep(settings.warm_up)
             run.samples["start"] = await quiet_sample(http, run, exporter.url, exporter.pid)
             log(f"chaos for {settings.duration:g} s")

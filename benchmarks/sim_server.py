@@ -203,6 +203,8 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
     async def set_fault(request: web.Request) -> web.Response:
         kind = request.query["kind"]
         if request.query["provider"] == "flaky":
+            if kind != "none" and kind not in PLUGIN_FAULTS:
+                raise web.HTTPBadRequest(text=f"the flaky API has no fault {kind!r}\n")
             flaky.fault = None if kind == "none" else kind
             return web.Response(text="ok\n")
         provider = next(p for p in providers if p.name == request.query["provider"])
