@@ -601,6 +601,12 @@ def plugin_failures(run: Run) -> Counter[str]:
 
 # The 8 MiB cap on an upstream body, parsed, costs some tens of MB; 64 MiB inflated, hundreds.
 PEAK_HEADROOM_MB = 64.0
+# Resident memory the end may exceed the start by. A run leaves the exporter's live objects
+# as they were (gc-tracked objects after gc.collect(): 59,201 at the start, 59,205 at the end)
+# and 4-7 MB more resident all the same, 4.2 MB of it still after gc.collect() and
+# malloc_trim(0): pymalloc arenas left partly in use by the loads' allocations are never
+# handed back (benchmarks/README.md). A leak the goal is for grows past this in one run.
+RSS_GROWTH_LIMIT_MB = 10.0
 # A burst's connections are serving (not yet blocked, so not replaceable) while the exporter
 # renders their first answers; after that a health check replaces one.
 HEALTH_HELD_OFF_LIMIT = 3.0
@@ -677,7 +683,10 @@ def report(run: Run) -> tuple[str, bool]:
             "every fault recovered within one scrape",
             len(back) == len(found) and all(r.scrapes == 1 for r in back),
         ),
-        ("RSS flat (end within 5 MB of start)", end.rss_mb - start.rss_mb <= 5.0),
+        (
+            f"RSS flat (end within {RSS_GROWTH_LIMIT_MB:g} MB of start)",
+            end.rss_mb - start.rss_mb <= RSS_GROWTH_LIMIT_MB,
+        ),
         ("open fds flat (end within 5 of start)", end.fds - start.fds <= 5),
         (
             "the plugin's dialogs failed only as bad_response (its faults are its own bugs)",
