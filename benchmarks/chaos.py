@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import math
 import os
 import random
@@ -300,16 +301,20 @@ async def set_fault(
 async def flap(
     http: aiohttp.ClientSession, run: Run, control: str, provider: str, until: float
 ) -> None:
-    """One provider's schedule: healthy, then a random fault, again and again until ``until``."""
+    """One provider's schedule: healthy, then a random fault, again and again until ``until``.
+    The plugin's three faults come in turn instead, so that a short run has each."""
     settings = run.settings
     rng = random.Random(f"{settings.seed}-{provider}")
     await asyncio.sleep(rng.uniform(*settings.healthy) / 2)
-    while True:
+    for turn in itertools.count():
         faulty = rng.uniform(*settings.faulty)
         if time.monotonic() + faulty >= until:
             return
-        kinds = PLUGIN_FAULTS if provider == "flaky" else FAULTS
-        window = FaultWindow(provider, rng.choice(sorted(kinds)), time.time())
+        if provider == "flaky":
+            kind = sorted(PLUGIN_FAULTS)[turn % len(PLUGIN_FAULTS)]
+        else:
+            kind = rng.choice(sorted(FAULTS))
+        window = FaultWindow(provider, kind, time.time())
         await set_fault(http, run, control, provider, window.kind)
         run.windows.append(window)
         await asyncio.sleep(faulty)
