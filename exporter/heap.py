@@ -12,8 +12,8 @@ above its level before, for as long as the process ran, although Python held non
 It runs once, ``TRIM_DELAY_SECONDS`` after the last large body: a refresh's bodies are freed
 by then, a burst of them costs one trim (0.4 ms measured, at 60 MB resident), and none follows
 the ordinary answers of tens of kilobytes (a legitimately large one, such as a big account's
-Matrix full sync, is followed by one too). Where the C library has no ``malloc_trim`` (musl, macOS), this
-does nothing.
+Matrix full sync, is followed by one too). Where the C library has no ``malloc_trim`` (musl,
+macOS), this does nothing.
 """
 
 from __future__ import annotations
