@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,11 +151,12 @@ async def exporter(
     session: aiohttp.ClientSession,
     wrapper: list[str] | None = None,
     flags: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> AsyncIterator[ExporterProcess]:
     """Run the real console script on a generated config; ready once ``/-/ready`` answers 200.
 
     ``wrapper`` prefixes the command (e.g. a profiler); the pid measured is then the wrapper's.
-    ``flags`` are added to the command line.
+    ``flags`` are added to the command line, ``env`` to the environment.
     """
     workdir = Path(tempfile.mkdtemp(prefix="chat-unread-bench-"))
     config_path = workdir / "config.yaml"
@@ -175,7 +176,9 @@ async def exporter(
     ]
     started = time.perf_counter()
     with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(*command, cwd=workdir, stderr=log)
+        proc = await asyncio.create_subprocess_exec(
+            *command, cwd=workdir, stderr=log, env={**os.environ, **(env or {})}
+        )
     handle = ExporterProcess(
         proc, f"http://127.0.0.1:{port}", config_path, log_path, time.perf_counter() - started
     )

@@ -1,4 +1,4 @@
-"""The four simulated providers in a process of their own, populated for one scenario.
+"""The four simulated providers and the chaos plugin's API, in a process of their own.
 
 Run as ``python -m benchmarks.sim_server --scenario 1k --latency 0.1``. Why a separate process:
 the simulators burn CPU answering thousands of requests per scrape; in the exporter's process
@@ -9,7 +9,8 @@ Control endpoints (on their own port, so they are never counted as upstream call
 ``GET /counts`` returns requests received so far per provider (and ``crisp_pages`` for backlog
 pages, ``quickblox_sessions`` for session creations); ``POST /latency?seconds=X`` changes the
 latency added to every answer; ``POST /fault?provider=NAME&kind=KIND`` makes one provider
-misbehave (a kind from ``FAULTS``, ``none`` to heal it; ``retry_after=S`` for 429s). Requests
+misbehave (a kind from ``FAULTS``, or from ``PLUGIN_FAULTS`` for the plugin's ``flaky`` API;
+``none`` heals it; ``retry_after=S`` for 429s). Requests
 are counted in a middleware rather than through the simulators' request log, which would keep
 every request's headers for the whole run.
 """
@@ -26,6 +27,8 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -67,6 +70,41 @@ FAULTS: dict[str, Callable[[float], Fault]] = {
     "truncated_json": lambda _: Fault.answer(200, b'{"RC": 0, "result": {"ba'),
     "gzip_bomb": lambda _: Fault.answer(200, gzip_bomb(), headers={"Content-Encoding": "gzip"}),
 }
+
+
+# The chaos run's provider plugin (benchmarks/chaos_plugin/chaos_flaky.py) reads its dialogs'
+# counts from a "flaky" API served here. Healthy, it answers FLAKY_UNREAD; each of its faults
+# is an answer that finds one of the plugin's bugs.
+FLAKY_UNREAD = {"inbox": 3, "support": 1, "sales": 0}
+PLUGIN_PAUSE_SECONDS = 0.25
+PLUGIN_FAULTS: dict[str, dict[str, Any]] = {
+    "plugin_raise": {"unread": FLAKY_UNREAD, "fatal": True},  # it raises SystemExit
+    "plugin_junk": {"unread": {"inbox": -5, "support": "7", "sales": True}},  # passed on as is
+    "plugin_block": {"unread": FLAKY_UNREAD, "pause": PLUGIN_PAUSE_SECONDS},  # time.sleep
+}
+
+
+@dataclass
+class FlakyApi:
+    """The plugin's API: ``GET /v1/unread``, answered per ``fault`` (a PLUGIN_FAULTS kind)."""
+
+    latency: float
+    fault: str | None = None
+    url: str = ""
+
+    async def unread(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.latency)
+        answer = {"unread": FLAKY_UNREAD} if self.fault is None else PLUGIN_FAULTS[self.fault]
+        return web.json_response(answer)
+
+    async def start(self) -> web.AppRunner:
+        app = web.Application()
+        app.router.add_get("/v1/unread", self.unread)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return runner
 
 
 def populate(scenario: sc.Scenario) -> tuple[FakeCrisp, FakeQuickBlox, FakeIMKit, FakeSendbird]:
@@ -150,6 +188,8 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
     runners = [await start_provider(p, counts) for p in providers]
     for provider in providers:
         provider.latency = latency
+    flaky = FlakyApi(latency)
+    runners.append(await flaky.start())
 
     async def get_counts(request: web.Request) -> web.Response:
         return web.json_response(dict(counts))
@@ -161,8 +201,13 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
         return web.Response(text="ok\n")
 
     async def set_fault(request: web.Request) -> web.Response:
-        provider = next(p for p in providers if p.name == request.query["provider"])
         kind = request.query["kind"]
+        if request.query["provider"] == "flaky":
+            if kind != "none" and kind not in PLUGIN_FAULTS:
+                raise web.HTTPBadRequest(text=f"the flaky API has no fault {kind!r}\n")
+            flaky.fault = None if kind == "none" else kind
+            return web.Response(text="ok\n")
+        provider = next(p for p in providers if p.name == request.query["provider"])
         retry_after = float(request.query.get("retry_after", "60"))
         # In a thread: the first gzip_bomb takes seconds to compress, and the other
         # providers keep answering meanwhile.
@@ -179,6 +224,7 @@ async def serve(scenario: sc.Scenario, latency: float) -> None:
     await control_runner.setup()
     await web.TCPSite(control_runner, "127.0.0.1", 0).start()
     urls = {p.name: p.url for p in providers}
+    urls["flaky"] = flaky.url
     urls["control"] = f"http://127.0.0.1:{control_runner.addresses[0][1]}"
     print(json.dumps(urls), flush=True)
 

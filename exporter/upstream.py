@@ -37,6 +37,7 @@ from exporter.envelope import (
     common_error_messages,
     non_negative_number,
 )
+from exporter.heap import HeapTrimmer
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Reason
 from exporter.redaction import Redactor
@@ -251,6 +252,7 @@ class UpstreamPool:
     def __init__(self, limit: int, headers: Mapping[str, str]) -> None:
         self.limit = limit
         self._slots = asyncio.Semaphore(limit)
+        self.heap = HeapTrimmer()  # large bodies read through the pool hand their pages back
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300),
             headers=dict(headers),
@@ -283,6 +285,7 @@ class UpstreamPool:
             self._slots.release()
 
     async def close(self) -> None:
+        self.heap.close()
         await self.session.close()
 
 
@@ -432,18 +435,23 @@ class Upstream:
             )
         encoding = resp.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
         if declared is not None and encoding in ("", "identity"):
-            return await resp.read()  # exactly the declared length, in one call
+            raw = await resp.read()  # exactly the declared length, in one call
+            self._pool.heap.body_read(len(raw))
+            return raw
         chunks: list[bytes] = []
         size = 0
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            size += len(chunk)
-            if size > self._max_body_bytes:
-                decoded = f" once {encoding}-decoded" if encoding else ""
-                raise FetchError(
-                    Reason.BAD_RESPONSE, f"body exceeds {self._max_body_bytes} bytes{decoded}"
-                )
-            chunks.append(chunk)
-        return b"".join(chunks)
+        try:
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > self._max_body_bytes:
+                    decoded = f" once {encoding}-decoded" if encoding else ""
+                    raise FetchError(
+                        Reason.BAD_RESPONSE, f"body exceeds {self._max_body_bytes} bytes{decoded}"
+                    )
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            self._pool.heap.body_read(size)
 
     def _trace(self, method: str, url: str, outcome: str, started: float) -> str:
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -248,6 +248,19 @@ def send_queues(port: int) -> list[int]:
     return [int(row[4].split(":")[0], 16) for row in rows if row[1] == local and row[3] == "01"]
 
 
+def wait_until_blocked(server: Server, clients: int) -> None:
+    """Until the server has stopped writing to ``clients`` connections: their buffers are full
+    (the kernel's send queues non-empty and no longer moving)."""
+    last: list[int] = []
+
+    def blocked() -> bool:
+        nonlocal last
+        queues, last = last, send_queues(server.port)
+        return len(last) == clients and min(last) > 0 and queues == last
+
+    wait_for(blocked, f"{clients} connections held by clients that do not read")
+
+
 def test_clients_that_do_not_read_are_dropped_and_replaced(tmp_path: Path) -> None:
     # Before, a connection whose answers were never read served its request for ever: it
     # was never the one replaced, so with every slot so held /-/healthy was refused for as
@@ -256,20 +269,40 @@ def test_clients_that_do_not_read_are_dropped_and_replaced(tmp_path: Path) -> No
     with exporter(tmp_path, *args) as server:
         readers = [non_reading_client(server.port) for _ in range(4)]
         try:
-            # Until the server has stopped writing to any of them: their buffers are full.
-            last: list[int] = []
-
-            def blocked() -> bool:
-                nonlocal last
-                queues, last = last, send_queues(server.port)
-                return len(last) == 4 and min(last) > 0 and queues == last
-
-            wait_for(blocked, "every slot held by a client that does not read")
+            wait_until_blocked(server, 4)
             # Health checks get through: the connection blocked longest is replaced.
             for _ in range(3):
                 assert http_status(f"{server.url}/-/healthy") == 200
             # And a client that reads nothing for --web.write-timeout is dropped.
             wait_for(lambda: not send_queues(server.port), "the non-reading clients to go")
+        finally:
+            close_all(readers)
+        server.check_alive()
+
+
+def test_a_client_just_arrived_is_not_replaced_before_one_that_reads_nothing(
+    tmp_path: Path,
+) -> None:
+    # Before, at the limit a new connection replaced the one that had waited longest for a
+    # request head, however briefly, ahead of any whose client had read nothing for seconds.
+    # With the other slots held by clients that do not read, a scrape or health check whose
+    # head had not been read yet was cut off by the next client to connect (the chaos run's
+    # failed scrape and failed health checks during its bursts).
+    args = ("--web.max-connections=4", "--web.read-header-timeout=60", "--web.write-timeout=60")
+    with exporter(tmp_path, *args) as server:
+        readers = [non_reading_client(server.port) for _ in range(3)]
+        try:
+            wait_until_blocked(server, 3)
+            # The fourth slot: a client whose head is on its way (not complete yet).
+            with connect(server.port, b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n") as arriving:
+                # A fifth client takes the place of a client that has read nothing for longest.
+                assert http_status(f"{server.url}/-/healthy") == 200
+                try:
+                    arriving.sendall(b"Connection: close\r\n\r\n")
+                    answer = read_response(arriving)
+                except ConnectionError as exc:
+                    pytest.fail(f"the arriving client was cut off: {exc!r}")
+                assert answer.startswith(b"HTTP/1.1 200"), answer[:100]
         finally:
             close_all(readers)
         server.check_alive()

@@ -19,11 +19,15 @@ unanswered. ``ConnectionGuard`` wraps the protocol aiohttp makes for each connec
   ``create_server``, asyncio hands a connection to the protocol only once its handshake is
   done: 300 stalled handshakes were never counted and took the process to its file limit;
 - keeps at most ``max_connections`` open. At the limit, a new connection takes the place of
-  the one that has waited longest for a request head (the slow client, a stalled handshake,
-  or an idle keep-alive connection that its client reopens on demand), else of the one whose
-  output has been blocked longest (a client that does not read its answer); only when every
-  connection is serving a request and writing is the new one refused. So a health check
-  still gets through while slow or non-reading clients hold every slot.
+  the one that has been idle longest: waiting for a request head (the slow client, a stalled
+  handshake, or an idle keep-alive connection that its client reopens on demand) since it
+  opened or finished its last request, or with its output blocked (a client that does not
+  read its answer) since it blocked. Only when every connection is serving a request and
+  writing is the new one refused. So a health check still gets through while slow or
+  non-reading clients hold every slot, and a client that has just connected is not the one
+  replaced while another has read nothing for seconds: the loop may not have read its head
+  yet (before, with every other slot held by non-reading clients, each new scrape or health
+  check was cut off by the next client to connect).
 
 A connection counts as serving from the moment its request reaches the app (the head is
 complete) until the handler returns; the guard learns both from a middleware it installs.
@@ -153,10 +157,11 @@ class ConnectionGuard:
         self.write_timeout = write_timeout
         self.ssl_context = ssl_context  # None: plain HTTP
         self._open: dict[asyncio.BaseProtocol, _Connection] = {}  # by aiohttp's protocol
-        # Connections waiting for a request head, longest-waiting first.
-        self._waiting: OrderedDict[_Connection, None] = OrderedDict()
-        # Connections whose output is blocked by a client not reading, longest-blocked first.
-        self._blocked: OrderedDict[_Connection, None] = OrderedDict()
+        # Connections waiting for a request head, longest-waiting first, with when they began.
+        self._waiting: OrderedDict[_Connection, float] = OrderedDict()
+        # Connections whose output is blocked by a client not reading, longest-blocked first,
+        # with when they blocked.
+        self._blocked: OrderedDict[_Connection, float] = OrderedDict()
 
     def protocol_factory(
         self, factory: Callable[[], asyncio.Protocol]
@@ -187,12 +192,12 @@ class ConnectionGuard:
     def admit(self, connection: _Connection) -> bool:
         """Count a new connection, making room for it if need be; False: refuse it."""
         if len(self._open) >= self.max_connections:
-            if self._waiting:
-                oldest = next(iter(self._waiting))
-                oldest.drop("connection limit reached: the longest wait for a request head")
-            elif self._blocked:
-                oldest = next(iter(self._blocked))
-                oldest.drop("connection limit reached: the longest-blocked response")
+            waiting = next(iter(self._waiting.items()), None)
+            blocked = next(iter(self._blocked.items()), None)
+            if waiting is not None and (blocked is None or waiting[1] <= blocked[1]):
+                waiting[0].drop("connection limit reached: the longest wait for a request head")
+            elif blocked is not None:
+                blocked[0].drop("connection limit reached: the longest-blocked response")
             else:
                 log.debug("refusing a connection: every connection is serving a request")
                 return False
@@ -213,8 +218,9 @@ class ConnectionGuard:
     def blocked(self, connection: _Connection) -> None:
         """The connection's output is paused: its client has not read what was sent."""
         if self.counts(connection) and connection.write_deadline is None:
-            self._blocked[connection] = None
-            connection.write_deadline = asyncio.get_running_loop().call_later(
+            loop = asyncio.get_running_loop()
+            self._blocked[connection] = loop.time()
+            connection.write_deadline = loop.call_later(
                 self.write_timeout, self._expire_write, connection
             )
 
@@ -226,10 +232,9 @@ class ConnectionGuard:
             connection.write_deadline = None
 
     def _wait(self, connection: _Connection) -> None:
-        self._waiting[connection] = None
-        connection.deadline = asyncio.get_running_loop().call_later(
-            self.header_timeout, self._expire, connection
-        )
+        loop = asyncio.get_running_loop()
+        self._waiting[connection] = loop.time()
+        connection.deadline = loop.call_later(self.header_timeout, self._expire, connection)
 
     def _serving(self, connection: _Connection) -> None:
         connection.requests += 1
