@@ -13,10 +13,11 @@ from pathlib import Path
 
 from aiohttp import web
 
-from exporter import __version__, gc_policy
+from exporter import __version__
 from exporter.configuration.loading import ConfigError, ExporterConfig, load_config, parse_config
 from exporter.fetching.registry import PLUGIN_FAILURES, PROVIDERS
 from exporter.logs import LEVELS, setup_logging
+from exporter.memory import gc_policy
 from exporter.queues.coverage import coverage_of, overlap_warning
 from exporter.service import Exporter
 from exporter.simulator import Simulator

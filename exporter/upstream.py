@@ -37,7 +37,7 @@ from exporter.envelope import (
     common_error_messages,
     non_negative_number,
 )
-from exporter.heap import HeapTrimmer
+from exporter.memory.heap import HeapTrimmer
 from exporter.models import AccountConfig
 from exporter.outcome import FetchError, Reason
 from exporter.redaction import Redactor

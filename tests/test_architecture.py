@@ -158,7 +158,6 @@ def test_the_top_level_stays_small() -> None:
         "__main__",
         "cli",
         "envelope",
-        "gc_policy",
         "logs",
         "models",
         "outcome",

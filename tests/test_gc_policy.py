@@ -1,4 +1,4 @@
-"""The exporter's garbage-collector policy (``exporter.gc_policy``); its effect on CPU is
+"""The exporter's garbage-collector policy (``exporter.memory.gc_policy``); its effect on CPU is
 measured by the benchmark (``benchmarks/``), not here."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter import gc_policy
+from exporter.memory import gc_policy
 
 
 @pytest.fixture
