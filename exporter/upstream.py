@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Protocol
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import hdrs
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from exporter.envelope import (
     COMMON_ENVELOPE,
@@ -336,13 +336,16 @@ class Upstream:
         sent, so it counts against the budget.
         """
         self._ledger.admit(self._clock())
-        shown = f"{url}?{urlencode(params, doseq=True)}" if params else url  # for the trace
+        # The URL as sent, query included, built once: aiohttp would parse and extend it anyway,
+        # and the trace shows it as it went out.
+        target = URL(url).extend_query(params) if params else URL(url)
+        shown = str(target)
         async with self._semaphore, self._pool.connection(self._timeout_seconds):
             sent_at, started = self._clock(), time.perf_counter()
             answer: tuple[int, CIMultiDictProxy[str], bytes] | None = None
             failure = ""
             try:
-                answer = await self._exchange(method, url, params, headers, form, json_body)
+                answer = await self._exchange(method, target, headers, form, json_body)
             except TimeoutError:
                 failure = "timeout"
                 raise FetchError(
@@ -386,8 +389,7 @@ class Upstream:
     async def _exchange(
         self,
         method: str,
-        url: str,
-        params: Params | None,
+        url: URL,
         headers: Mapping[str, str] | None,
         form: Mapping[str, str] | None,
         json_body: Any,
@@ -396,7 +398,6 @@ class Upstream:
         async with self._pool.session.request(
             method,
             url,
-            params=params,
             headers=headers,
             data=form,
             json=json_body,
