@@ -252,7 +252,14 @@ class GroupTally:
         limit = self.max_groups if other is None else self.max_groups - 1
         if len(ranked) > limit:
             limit = self.max_groups - 1  # one series is needed for ``other``
-            ranks = heapq.nsmallest(limit, (_rank(key, sums) for key, sums in ranked.items()))
+            # Kept: the most waiting, then the oldest, then by id (plain tuples compare fastest).
+            ranks = heapq.nsmallest(
+                limit,
+                [
+                    (-sums.waiting(), math.inf if sums.oldest is None else sums.oldest, key)
+                    for key, sums in ranked.items()
+                ],
+            )
             kept = {key: ranked[key] for *_, key in ranks}
             rest = [sums for key, sums in ranked.items() if key not in kept]
             other = _combined(rest, other)
@@ -271,22 +278,18 @@ def _combined(parts: Iterable[_Sums], start: _Sums | None = None) -> _Sums:
     """``start`` and ``parts`` as one group: what adding all their items to one would give
     (a count only some of them have is the sum of those, the oldest is the earliest)."""
     every = list(parts) if start is None else [start, *parts]
+    waits = [sums.oldest for sums in every if sums.oldest is not None]
     return _Sums(
         messages=_sum_present([sums.messages for sums in every]),
         mentions=_sum_present([sums.mentions for sums in every]),
         conversations=_sum_present([sums.conversations for sums in every]),
-        oldest=min((sums.oldest for sums in every if sums.oldest is not None), default=None),
+        oldest=min(waits) if waits else None,
     )
 
 
 def _sum_present(values: list[int | None]) -> int | None:
     present = [value for value in values if value is not None]
     return sum(present) if present else None
-
-
-def _rank(key: str, sums: _Sums) -> tuple[int, float, str]:
-    oldest = sums.oldest if sums.oldest is not None else math.inf
-    return (-sums.waiting(), oldest, key)
 
 
 def _like(group: GroupReading, total: _Sums) -> GroupReading:
