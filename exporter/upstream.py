@@ -137,7 +137,9 @@ def _header_number(
     proxies fold duplicates): every value counts, and ``pick`` keeps the most cautious one
     (the fewest requests remaining, the latest reset). Values that are junk are skipped.
     """
-    parts = (part for raw in headers.getall(name, ()) for part in raw.split(","))
+    if name not in headers:
+        return None  # most answers carry no rate-limit header: asked twice per request
+    parts = (part for raw in headers.getall(name) for part in raw.split(","))
     numbers = [n for part in parts if (n := non_negative_number(part)) is not None]
     return pick(numbers) if numbers else None
 
