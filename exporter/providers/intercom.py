@@ -162,7 +162,7 @@ class _Page:
 
 
 def _read_page(body: Any, shared: SharedPass[IntercomDialog]) -> _Page:
-    """Count a page's conversations into ``shared`` as they are read, and keep its summary."""
+    """Count a page's conversations into ``shared`` once the page is read, and keep its summary."""
     total = count(body, "total_count")
     conversations = body.get("conversations")
     if not isinstance(conversations, list):
