@@ -309,12 +309,16 @@ class PlannedRequest:
     """One upstream request exactly as the exporter makes it (for the in-process baselines).
 
     ``account`` groups requests the way the exporter bounds them (``max_concurrency`` each).
+    Requests of one ``chain`` are made one after another, in order: a Crisp backlog's next page
+    can only be asked for once the page before has answered (Crisp gives no total), by the
+    exporter as by any client.
     """
 
     account: str
     url: str
     params: Pairs
     headers: Pairs
+    chain: str | None = None
 
 
 def planned_requests(scenario: Scenario, urls: dict[str, str]) -> list[PlannedRequest]:
@@ -332,7 +336,11 @@ def planned_requests(scenario: Scenario, urls: dict[str, str]) -> list[PlannedRe
         for page in range(1, scenario.backlog_pages(a) + 1):
             out.append(
                 PlannedRequest(
-                    f"crisp-{a}", f"{root}/conversations/{page}", backlog_params, crisp_headers
+                    f"crisp-{a}",
+                    f"{root}/conversations/{page}",
+                    backlog_params,
+                    crisp_headers,
+                    chain=f"crisp-{a}-backlog",
                 )
             )
         for d in range(scenario.crisp_sessions):

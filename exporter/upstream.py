@@ -24,11 +24,11 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any, Protocol
-from urllib.parse import urlencode
 
 import aiohttp
 from aiohttp import hdrs
 from multidict import CIMultiDictProxy
+from yarl import URL
 
 from exporter.envelope import (
     COMMON_ENVELOPE,
@@ -138,7 +138,9 @@ def _header_number(
     proxies fold duplicates): every value counts, and ``pick`` keeps the most cautious one
     (the fewest requests remaining, the latest reset). Values that are junk are skipped.
     """
-    parts = (part for raw in headers.getall(name, ()) for part in raw.split(","))
+    if name not in headers:
+        return None  # most answers carry no rate-limit header: asked twice per request
+    parts = (part for raw in headers.getall(name) for part in raw.split(","))
     numbers = [n for part in parts if (n := non_negative_number(part)) is not None]
     return pick(numbers) if numbers else None
 
@@ -350,13 +352,16 @@ class Upstream:
         sent, so it counts against the budget.
         """
         self._ledger.admit(self._clock())
-        shown = f"{url}?{urlencode(params, doseq=True)}" if params else url  # for the trace
+        # The URL as sent, query included, built once: aiohttp would parse and extend it anyway,
+        # and the trace shows it as it went out.
+        target = URL(url).extend_query(params) if params else URL(url)
+        shown = str(target)
         async with self._semaphore, self._pool.connection(self._timeout_seconds):
             sent_at, started = self._clock(), time.perf_counter()
             answer: tuple[int, CIMultiDictProxy[str], bytes] | None = None
             failure = ""
             try:
-                answer = await self._exchange(method, url, params, headers, form, json_body)
+                answer = await self._exchange(method, target, headers, form, json_body)
             except TimeoutError:
                 failure = "timeout"
                 raise FetchError(
@@ -400,8 +405,7 @@ class Upstream:
     async def _exchange(
         self,
         method: str,
-        url: str,
-        params: Params | None,
+        url: URL,
         headers: Mapping[str, str] | None,
         form: Mapping[str, str] | None,
         json_body: Any,
@@ -410,7 +414,6 @@ class Upstream:
         async with self._pool.session.request(
             method,
             url,
-            params=params,
             headers=headers,
             data=form,
             json=json_body,

@@ -157,6 +157,8 @@ def count(container: Any, *path: str) -> int:
         if not isinstance(value, dict) or key not in value:
             raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is missing")
         value = value[key]
+    if type(value) is int and 0 <= value <= EXACT_LIMIT:
+        return value  # the usual answer, in one test (a bool's type is not int)
     if isinstance(value, bool) or not isinstance(value, int):
         shown = type(value).__name__ if value is not None else "null"
         raise FetchError(Reason.BAD_RESPONSE, f"field {'.'.join(path)} is {shown}, not an integer")

@@ -23,7 +23,7 @@ envelope); its rate limit (Rack::Attack) answers 429, by default without ``Retry
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
@@ -176,8 +176,7 @@ class ChatwootFetcher:
             if not isinstance(rows, list):
                 raise FetchError(Reason.BAD_RESPONSE, "grouped metrics are not a list")
             shared = SharedPass(dialogs, ("conversations",))
-            for row in rows:
-                shared.add(_report_row(row, scope))
+            shared.add([_report_row(row, scope) for row in rows], _count_rows)
         except FetchError as exc:
             record_all(dialogs, record, exc)
             return
@@ -198,8 +197,8 @@ class ChatwootFetcher:
         """
         dialogs = [*walkers, *plain]
         passes = (
-            (SharedPass(walkers, ("messages", "conversations")), True),
-            (SharedPass(plain, ("conversations",)), False),
+            (SharedPass(walkers, ("messages", "conversations")), _count_detailed),
+            (SharedPass(plain, ("conversations",)), _count_plain),
         )
         seen: set[int] = set()
         params = _open(walkers[0])
@@ -216,10 +215,9 @@ class ChatwootFetcher:
                 fresh = [item for item in items if _new(item, seen)]
                 if items and not fresh:
                     raise FetchError(Reason.BAD_RESPONSE, f"page {page} repeats conversations")
-                for item in fresh:
-                    listed = _Listed(item)
-                    for shared, detailed in passes:
-                        shared.add(listed.detailed if detailed else listed.plain)
+                listed = [_Listed(item) for item in fresh]
+                for shared, count_listed in passes:
+                    shared.add(listed, count_listed)
                 if not items or len(seen) >= expected:
                     for shared, _detailed in passes:
                         shared.record(record)
@@ -274,29 +272,36 @@ class _Listed:
         self.oldest = float(waiting) if waiting > 0 else None
         self.inbox = _identifier(item.get("inbox_id"), "inbox_id")
 
-    def _group(self, dialog: ChatwootDialog) -> str | None:
-        return self.inbox if dialog.group_by == "inbox" else None
 
-    def detailed(self, dialog: ChatwootDialog, tally: GroupTally) -> None:
-        tally.add(self._group(dialog), messages=self.unread, conversations=1, oldest=self.oldest)
+def _count_detailed(dialog: ChatwootDialog, tally: GroupTally, page: Sequence[_Listed]) -> None:
+    """A page's unread messages, conversations and oldest waiting, into a walking dialog's."""
+    by_inbox = dialog.group_by == "inbox"
+    for listed in page:
+        group = listed.inbox if by_inbox else None
+        tally.add(group, messages=listed.unread, conversations=1, oldest=listed.oldest)
 
-    def plain(self, dialog: ChatwootDialog, tally: GroupTally) -> None:
-        tally.add(self._group(dialog), conversations=1)
+
+def _count_plain(dialog: ChatwootDialog, tally: GroupTally, page: Sequence[_Listed]) -> None:
+    """A page's conversations alone, for a plain dialog served from the same pages."""
+    by_inbox = dialog.group_by == "inbox"
+    for listed in page:
+        tally.add(listed.inbox if by_inbox else None, conversations=1)
 
 
-def _report_row(row: Any, scope: str) -> Callable[[ChatwootDialog, GroupTally], None]:
-    """One group of a grouped live report: its ``open`` count; a null id is nobody's."""
+def _report_row(row: Any, scope: str) -> tuple[str | None, int]:
+    """One group of a grouped live report: its id and ``open`` count; a null id is nobody's."""
     if not isinstance(row, dict):
         raise FetchError(Reason.BAD_RESPONSE, "grouped metric is not an object")
     if scope not in row:
         raise FetchError(Reason.BAD_RESPONSE, f"grouped metric lacks {scope}")
-    opened = count(row, "open")
-    group = _identifier(row[scope], scope)
+    return _identifier(row[scope], scope), count(row, "open")
 
-    def add(_dialog: ChatwootDialog, tally: GroupTally) -> None:
+
+def _count_rows(
+    _dialog: ChatwootDialog, tally: GroupTally, rows: Sequence[tuple[str | None, int]]
+) -> None:
+    for group, opened in rows:
         tally.add(group, conversations=opened)
-
-    return add
 
 
 def coverage(account: ChatwootAccount) -> Coverage:

@@ -185,8 +185,7 @@ class CrispFetcher:
                 items = _list(
                     await self._upstream.request("GET", url, params=params, headers=self._headers)
                 )
-                for conversation in items:
-                    _count_conversation(shared, conversation)
+                _count_page(shared, items)
                 if self._page_size.is_last(len(items)):
                     shared.record(record)
                     return
@@ -216,21 +215,33 @@ class CrispFetcher:
         return _named(details, "user_id", _full_name)
 
 
-def _count_conversation(shared: SharedPass[CrispDialog], conversation: Any) -> None:
-    unread = _unread(conversation, "operator")
-    if unread == 0:
-        return
-    oldest: float | None = None
-    if conversation.get("waiting_since") is not None:  # null: nobody waits
-        waiting = count(conversation, "waiting_since")  # refuses 400-digit junk
-        if waiting > 0:
-            oldest = waiting / 1000
+# A conversation of the backlog that has unread operator messages, with what every dialog
+# counts of it: its unread messages and since when (seconds) its visitor waits, if one does.
+_Unread = tuple[dict[str, Any], int, float | None]
 
-    def add(dialog: CrispDialog, tally: GroupTally) -> None:
-        group = _group(conversation, dialog.group_by) if dialog.group_by else None
-        tally.add(group, messages=unread, conversations=1, oldest=oldest)
 
-    shared.add(add)
+def _count_page(shared: SharedPass[CrispDialog], conversations: list[Any]) -> None:
+    """Count a backlog page for every backlog dialog. What is wrong with a conversation itself
+    (no object, junk counts) fails them all; a group id only one dialog reads fails that one."""
+    unread: list[_Unread] = []
+    for conversation in conversations:
+        messages = _unread(conversation, "operator")
+        if messages == 0:
+            continue
+        oldest: float | None = None
+        if conversation.get("waiting_since") is not None:  # null: nobody waits
+            waiting = count(conversation, "waiting_since")  # refuses 400-digit junk
+            if waiting > 0:
+                oldest = waiting / 1000
+        unread.append((conversation, messages, oldest))
+    shared.add(unread, _count_into)
+
+
+def _count_into(dialog: CrispDialog, tally: GroupTally, unread: Sequence[_Unread]) -> None:
+    group_by = dialog.group_by
+    for conversation, messages, oldest in unread:
+        group = _group(conversation, group_by) if group_by else None
+        tally.add(group, messages=messages, conversations=1, oldest=oldest)
 
 
 def _list(response: Response) -> list[Any]:

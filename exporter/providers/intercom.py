@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import BeforeValidator, Field, SecretStr, model_validator
@@ -133,13 +132,17 @@ def _assignee_id(conversation: dict[str, Any], key: str) -> str | None:
     return str(value)
 
 
-def _count_into(dialog: IntercomDialog, tally: GroupTally, *, conversation: dict[str, Any]) -> None:
-    """One waiting conversation, counted for ``dialog`` if it is the dialog's."""
+def _count_into(
+    dialog: IntercomDialog, tally: GroupTally, conversations: Sequence[dict[str, Any]]
+) -> None:
+    """A page's waiting conversations, each counted for ``dialog`` if it is the dialog's."""
     assignee = dialog.assignee
-    if assignee is not None and _assignee_id(conversation, assignee[0]) != assignee[1]:
-        return
-    group = _assignee_id(conversation, GROUP_FIELDS[dialog.group_by]) if dialog.group_by else None
-    tally.add(group, conversations=1, oldest=float(conversation["waiting_since"]))
+    field = GROUP_FIELDS[dialog.group_by] if dialog.group_by else None
+    for conversation in conversations:
+        if assignee is not None and _assignee_id(conversation, assignee[0]) != assignee[1]:
+            continue
+        group = _assignee_id(conversation, field) if field else None
+        tally.add(group, conversations=1, oldest=float(conversation["waiting_since"]))
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ class _Page:
 
 
 def _read_page(body: Any, shared: SharedPass[IntercomDialog]) -> _Page:
-    """Count a page's conversations into ``shared`` as they are read, and keep its summary."""
+    """Count a page's conversations into ``shared`` once the page is read, and keep its summary."""
     total = count(body, "total_count")
     conversations = body.get("conversations")
     if not isinstance(conversations, list):
@@ -174,7 +177,7 @@ def _read_page(body: Any, shared: SharedPass[IntercomDialog]) -> _Page:
         ascending = ascending and since >= previous
         previous = since
         oldest = since if oldest is None else min(oldest, since)
-        shared.add(partial(_count_into, conversation=conversation))
+    shared.add(conversations, _count_into)
     pages = body.get("pages")
     following = pages.get("next") if isinstance(pages, dict) else None
     cursor = following.get("starting_after") if isinstance(following, dict) else None

@@ -18,6 +18,7 @@ from exporter.outcome import FetchError, Reading, Record
 from exporter.queues.tally import GroupTally
 
 D = TypeVar("D", bound=GroupingDialog)
+T = TypeVar("T")
 
 
 @dataclass
@@ -36,13 +37,19 @@ class SharedPass(Generic[D]):
             for dialog in dialogs
         ]
 
-    def add(self, count_item: Callable[[D, GroupTally], None]) -> None:
-        """Count one item for every dialog still counting; ``count_item`` adds it to a dialog's
-        tally (or not, when the item is not the dialog's) and may raise ``FetchError``."""
+    def add(
+        self, items: Sequence[T], count_items: Callable[[D, GroupTally, Sequence[T]], None]
+    ) -> None:
+        """Count a page's items for every dialog still counting; ``count_items`` adds to a
+        dialog's tally those of the items that are the dialog's, and may raise ``FetchError``.
+
+        A page at a time, not an item at a time: a call per item and dialog was a measurable
+        share of a scrape's CPU on a backlog of thousands of conversations (issue 14).
+        """
         for share in self._shares:
             if share.failure is None:
                 try:
-                    count_item(share.dialog, share.tally)
+                    count_items(share.dialog, share.tally, items)
                 except FetchError as exc:
                     share.failure = exc
 

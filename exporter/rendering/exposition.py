@@ -57,15 +57,20 @@ def render(
     """Every family the registry collects, in OpenMetrics or the Prometheus text format."""
     out: list[str] = []
     values: dict[float, str] = {}  # most values repeat (0 and 1): format each once
+    texts: dict[str, str] = {}  # label values repeat too (accounts, dialogs): escape each once
     for family in registry.collect():
-        out.extend(_family_lines(family, openmetrics, escaping, values))
+        out.extend(_family_lines(family, openmetrics, escaping, values, texts))
     if openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode("utf-8")
 
 
 def _family_lines(
-    family: Metric, openmetrics: bool, escaping: str, values: dict[float, str]
+    family: Metric,
+    openmetrics: bool,
+    escaping: str,
+    values: dict[float, str],
+    texts: dict[str, str],
 ) -> Iterator[str]:
     suffix = _SAMPLE_SUFFIX.get(family.type)
     if suffix is None or family.unit:
@@ -102,11 +107,16 @@ def _family_lines(
         if layout is None:
             layout = layouts[keys] = _layout(keys, escaping)
         order, prefixes = layout
-        pairs = "".join(
-            prefix + labels[key].replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-            for key, prefix in zip(order, prefixes, strict=True)
-        )
-        yield f'{line_start}{{{pairs}"}} {value}\n'
+        pairs = []
+        for key, prefix in zip(order, prefixes, strict=True):
+            text = labels[key]
+            escaped = texts.get(text)
+            if escaped is None:
+                escaped = texts[text] = (
+                    text.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+                )
+            pairs.append(prefix + escaped)
+        yield f'{line_start}{{{"".join(pairs)}"}} {value}\n'
 
 
 def _layout(keys: tuple[str, ...], escaping: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
