@@ -74,40 +74,63 @@ def chains(requests: Sequence[PlannedRequest]) -> list[list[PlannedRequest]]:
     return out
 
 
-async def floor(requests: Sequence[PlannedRequest], runs: int) -> FloorResult:
-    """All requests concurrently (bounded per account like the exporter), ``runs`` times.
+class Floor:
+    """All requests concurrently (bounded per account like the exporter), a round at a time,
+    so the benchmark can alternate its rounds with the exporter's scrapes: on shared cores the
+    machine's load moves from minute to minute, and a floor measured beside each scrape moves
+    with it, where one measured after all of them would not.
 
     A chain's requests go one after another, each taking its account's slot as the exporter's
     requests do: a backlog's pages all at once would be a client that knows how many there
     are, and would cost less CPU per request than the one-at-a-time paging the API leaves
     (measured on the queues scenario's 101-page backlogs: about a quarter less per page).
-    One warm-up round first opens the keep-alive connections, as the exporter's have been by
-    the time it is measured.
+    Entering it makes one warm-up round, which opens the keep-alive connections, as the
+    exporter's have been by the time it is measured.
     """
-    cpu: list[float] = []
-    wall: list[float] = []
-    sequences = chains(requests)
-    connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for run in range(runs + 1):
-            semaphores: dict[str, asyncio.Semaphore] = {}
 
-            async def one(
-                sequence: list[PlannedRequest], semaphores: dict[str, asyncio.Semaphore]
-            ) -> None:
-                semaphore = semaphores.setdefault(
-                    sequence[0].account, asyncio.Semaphore(MAX_CONCURRENCY)
-                )
-                for request in sequence:
-                    async with semaphore:
-                        await _get(session, request)
+    def __init__(self, requests: Sequence[PlannedRequest]) -> None:
+        self._requests = requests
+        self._sequences = chains(requests)
+        self._session: aiohttp.ClientSession | None = None
+        self._cpu: list[float] = []
+        self._wall: list[float] = []
 
-            cpu_start, wall_start = time.process_time(), time.perf_counter()
-            await asyncio.gather(*(one(s, semaphores) for s in sequences))
-            if run > 0:
-                wall.append(time.perf_counter() - wall_start)
-                cpu.append((time.process_time() - cpu_start) / len(requests) * 1000)
-    return FloorResult(statistics.median(cpu), statistics.median(wall), runs)
+    async def __aenter__(self) -> Floor:
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        await self._round()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._session is not None
+        await self._session.close()
+
+    async def round(self) -> None:
+        """One measured round: every request once."""
+        cpu_start, wall_start = time.process_time(), time.perf_counter()
+        await self._round()
+        self._wall.append(time.perf_counter() - wall_start)
+        self._cpu.append((time.process_time() - cpu_start) / len(self._requests) * 1000)
+
+    async def _round(self) -> None:
+        session = self._session
+        assert session is not None
+        semaphores: dict[str, asyncio.Semaphore] = {}
+
+        async def one(sequence: list[PlannedRequest]) -> None:
+            semaphore = semaphores.setdefault(
+                sequence[0].account, asyncio.Semaphore(MAX_CONCURRENCY)
+            )
+            for request in sequence:
+                async with semaphore:
+                    await _get(session, request)
+
+        await asyncio.gather(*(one(s) for s in self._sequences))
+
+    def result(self) -> FloorResult:
+        """The medians of the rounds measured so far."""
+        return FloorResult(
+            statistics.median(self._cpu), statistics.median(self._wall), len(self._wall)
+        )
 
 
 @dataclass(frozen=True)

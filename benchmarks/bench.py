@@ -32,7 +32,9 @@ UP_FAMILY = b"# TYPE chat_unread_up gauge\n"
 CPU_VS_FLOOR = 2.0
 # Issue 10: exporter CPU per upstream call, rendering included, against the floor's per request.
 CPU_PER_CALL_VS_FLOOR = 1.5
-WALL_VS_BOUND = 1.25
+# A scrape's wall against the bare client's wall on the same requests, measured beside it: on
+# two shared cores the simulators' own CPU sets the wall, so latency or CPU alone is no bound.
+WALL_VS_FLOOR = 1.25
 PEAK_RSS_LIMIT_MB = 120.0
 PEAK_RSS_AT_DIALOGS = 5000
 RSS_GROWTH_LIMIT_MB = 5.0
@@ -50,7 +52,6 @@ class Settings:
     scrapes: int
     concurrent_scrapers: int
     concurrent_rounds: int
-    floor_runs: int
     naive_sample: int
     render_repeats: int
     long_scenario: str
@@ -271,8 +272,17 @@ async def run_scenario(
             incomplete: list[str] = []
             for _ in range(2):  # connections, imports and caches as in steady state
                 _note_incomplete(incomplete, "warm-up", [await scrape(session, exporter.url)], n)
-            log(f"{scenario.name}: {settings.scrapes} single scrapes")
-            single = [await measure(session, sim, exporter, 1) for _ in range(settings.scrapes)]
+            log(
+                f"{scenario.name}: {settings.scrapes} single scrapes, each followed by a round of"
+                " the floor"
+            )
+            requests = sc.planned_requests(scenario, sim.urls)
+            single: list[Measured] = []
+            async with baselines.Floor(requests) as floor_rounds:
+                for _ in range(settings.scrapes):
+                    single.append(await measure(session, sim, exporter, 1))
+                    await floor_rounds.round()
+            floor = floor_rounds.result()
             log(f"{scenario.name}: {settings.concurrent_scrapers} concurrent scrapers")
             # The first concurrent round opens new connections to the exporter; it is kept
             # apart because accepting them delays some scrapes (see README.md).
@@ -285,9 +295,7 @@ async def run_scenario(
                 for m in runs:
                     _note_incomplete(incomplete, phase, m.scrapes, n)
             peak = procs.memory(exporter.pid).hwm_mb
-            log(f"{scenario.name}: floor, naive baseline and exposition (in-process)")
-            requests = sc.planned_requests(scenario, sim.urls)
-            floor = await baselines.floor(requests, settings.floor_runs)
+            log(f"{scenario.name}: naive baseline and exposition (in-process)")
             naive = await baselines.naive_sequential(requests, settings.naive_sample)
             expo = await baselines.exposition(config, n, settings.render_repeats)
             report = Report(
@@ -570,12 +578,12 @@ def goals(settings: Settings, reports: Sequence[Report]) -> list[Goal]:
                 f"({r.cpu_per_call_vs_floor:.2f}x)",
             )
         )
-        bound = max(r.latency, r.cpu)
         out.append(
             Goal(
-                f"{tag} scrape wall <= {WALL_VS_BOUND:g} x max(latency, scrape CPU)",
-                r.wall <= WALL_VS_BOUND * bound,
-                f"{_ms(r.wall)} vs {_ms(WALL_VS_BOUND * bound)}",
+                f"{tag} scrape wall <= {WALL_VS_FLOOR:g} x the bare client's wall on the same "
+                "requests",
+                r.wall <= WALL_VS_FLOOR * r.floor.wall_seconds,
+                f"{_ms(r.wall)} vs {_ms(WALL_VS_FLOOR * r.floor.wall_seconds)}",
             )
         )
         minimum = r.scenario.minimum_calls()
@@ -711,7 +719,6 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         scrapes=2 if quick else 5,
         concurrent_scrapers=8,
         concurrent_rounds=1 if quick else 3,
-        floor_runs=2 if quick else 3,
         naive_sample=naive_sample,
         render_repeats=3 if quick else 5,
         long_scenario=long_scenario,
