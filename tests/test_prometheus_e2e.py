@@ -852,8 +852,8 @@ def test_helpdesk_totals_equal_the_distinct_count(
 ) -> None:
     """The headlines that count conversations (Chatwoot) or tickets (Zendesk) and unread
     messages, run by Prometheus for a dialog selection, equal the distinct count of the
-    simulator's conversations or tickets: a part of the backlog and a second whole with
-    ``group_by`` are not counted again beside the backlog."""
+    simulator's conversations or tickets: an inbox of the backlog and the other wholes (the
+    backlog again, split or not) are not counted again beside the whole they are part_of."""
     sim, exporter = totals_world
     panels = {
         "conversations": _panel_targets("Conversations waiting")[0],
