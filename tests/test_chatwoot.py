@@ -313,12 +313,26 @@ def test_default_installation_is_chatwoot_cloud(sim: Simulator) -> None:
 
 
 def test_an_inbox_or_team_is_part_of_the_unfiltered_backlog(sim: Simulator) -> None:
+    """Without a listing whole, the first unfiltered dialog holds the others."""
+    every_kind = EVERY_KIND.replace("      - name: by-inbox\n        group_by: inbox\n", "")
+    account = parse_config(account_yaml(sim, every_kind), "test.yaml").accounts[0]
+    assert isinstance(account, chatwoot.ChatwootAccount)
+    found = chatwoot.PROVIDER.coverage(account)
+    assert dict(found.part_of) == {
+        name: "backlog" for name in ("website", "billing", "by-team", "by-agent", "email-unread")
+    }
+
+
+def test_the_whole_that_reads_the_list_holds_the_others(sim: Simulator) -> None:
+    """``by-inbox`` reads the list, so only it has unread messages among the wholes: a part
+    ``part_of`` the counting ``backlog`` instead would stay in a sum of unread messages over
+    every dialog beside ``by-inbox``, its messages counted twice."""
     account = parse_config(account_yaml(sim, EVERY_KIND), "test.yaml").accounts[0]
     assert isinstance(account, chatwoot.ChatwootAccount)
     found = chatwoot.PROVIDER.coverage(account)
     assert dict(found.part_of) == {
-        name: "backlog"
-        for name in ("website", "billing", "by-team", "by-agent", "by-inbox", "email-unread")
+        name: "by-inbox"
+        for name in ("backlog", "website", "billing", "by-team", "by-agent", "email-unread")
     }
 
 

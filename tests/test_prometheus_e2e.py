@@ -7,9 +7,10 @@ point at the demo exporter and to scrape and evaluate every second. Then, throug
 HTTP API: the demo's series arrive with exactly the contract's labels (in the probe setup from
 the probe job only, each dialog once), every dashboard query returns data, the rules load and
 evaluate, and an alert that the demo data must trigger does. Honest totals: an exporter over
-overlapping dialogs with ``group_by``, reading simulators of this process, scraped by a real
-Prometheus: each headline and queue panel's query, with the variables substituted, equals the
-distinct count of the simulators' unread items.
+overlapping dialogs with ``group_by`` (Matrix rooms, a Chatwoot backlog, a Zendesk search),
+reading simulators of this process, scraped by a real Prometheus: each headline and queue
+panel's query, with the variables substituted, equals the distinct count of the simulators'
+unread messages, conversations and tickets, read from the simulators' own state.
 
 Skips without the ``prometheus``/``promtool`` binaries (Debian package prometheus) unless
 ``CHAT_UNREAD_REQUIRE_PROMETHEUS=1``. Every wait polls against a deadline.
@@ -45,7 +46,9 @@ from tests.support import (
     MATRIX_TOKEN,
     PROBE_JOB,
     ROOT,
+    ZENDESK_GROUPS,
     Server,
+    chatwoot_backlog,
     free_port,
     http_get,
     matrix_yaml,
@@ -54,6 +57,7 @@ from tests.support import (
     prometheus_tool,
     start_server,
     wait_ready,
+    zendesk_tickets,
 )
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "chat-unread.json"
@@ -537,10 +541,14 @@ TOTALS_SELECTIONS = (".*", "all", "support|sales", "support", "all|support", "sa
 
 @contextmanager
 def _simulators() -> Iterator[Simulator]:
-    """``populate``'s data set on the simulators, served on loopback by an event loop of its
-    own thread (Prometheus and the exporter run as processes; the test reads the state)."""
+    """``populate``'s data set, a Chatwoot backlog and Zendesk tickets on the simulators,
+    served on loopback by an event loop of its own thread (Prometheus and the exporter run as
+    processes; the test reads the state)."""
     sim = Simulator()
     populate(sim)
+    chatwoot_backlog(sim)
+    sim.zendesk.tickets = zendesk_tickets(30)
+    sim.zendesk.groups = dict(ZENDESK_GROUPS)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -557,13 +565,15 @@ def _simulators() -> Iterator[Simulator]:
 @pytest.fixture(scope="module")
 def totals_world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Simulator, Server]]:
     """An exporter over overlapping dialogs with ``group_by`` (Matrix: all joined rooms split
-    by room, and two rooms of it), reading the simulators of this process."""
+    by room, and two rooms of it; Chatwoot and Zendesk: ``_helpdesk_yaml``), reading the
+    simulators of this process."""
     prometheus_tool("prometheus")
     with _simulators() as sim:
         directory = tmp_path_factory.mktemp("totals-exporter")
-        config = "accounts:\n" + matrix_yaml(sim).replace(
+        matrix = matrix_yaml(sim).replace(
             "      - name: all\n", "      - name: all\n        group_by: room\n", 1
         )
+        config = "accounts:\n" + matrix + _helpdesk_yaml(sim)
         config_file = directory / "config.yaml"
         config_file.write_text(config, encoding="utf-8")
         port = free_port()
@@ -612,8 +622,13 @@ def _panel_targets(title: str) -> list[str]:
     raise AssertionError(f"no panel {title!r}")
 
 
-def _selected(expr: str, dialog: str, group_by: str = ".*") -> str:
-    variables = {**VARIABLE_VALUES, "$dialog": dialog, "$group_by": group_by}
+def _selected(expr: str, dialog: str, group_by: str = ".*", provider: str = "matrix") -> str:
+    variables = {
+        **VARIABLE_VALUES,
+        "$provider": provider,
+        "$dialog": dialog,
+        "$group_by": group_by,
+    }
     for name, value in variables.items():
         expr = expr.replace(name, value)
     return expr
@@ -698,6 +713,264 @@ def test_queue_panels_equal_the_rooms(
         assert per_group(expr, "support|sales") == {}
     (unassigned_messages, _unassigned_conversations) = _panel_targets("Unassigned: $group_by")
     assert _query(totals_prometheus, _selected(unassigned_messages, ".*", "room")) == []
+
+
+# Chatwoot and Zendesk: a whole backlog, a part of it, and a second whole split into queues.
+CHATWOOT_ACCOUNT = "totals-chatwoot"
+CHATWOOT_INBOX = 7  # one of chatwoot_backlog's two inboxes
+ZENDESK_ACCOUNT = "totals-zendesk"
+ZENDESK_QUERY = "status<solved"
+# Zendesk's ticket statuses before "solved", in its order (new < open < pending < hold).
+ZENDESK_UNSOLVED = frozenset({"new", "open", "pending", "hold"})
+# Dialog-variable selections per provider: all, each dialog alone, and with the whole the
+# others are part_of (Chatwoot: `by-inbox`, the first unfiltered dialog that reads the list).
+HELPDESK_SELECTIONS = {
+    "chatwoot": (
+        ".*",
+        "backlog",
+        "website",
+        "by-team",
+        "by-agent",
+        "by-inbox",
+        "by-inbox|website",
+        "backlog|by-inbox",
+        "website|by-inbox|backlog|by-agent",
+    ),
+    "zendesk": (".*", "unsolved", "unsolved-by-group", "unsolved-by-group|unsolved"),
+}
+# A known limit, kept failing until it is lifted: `part_of` names one whole (`by-inbox`). The
+# other wholes (`backlog`, split by team, by agent) are part_of it, as is the inbox's dialog
+# (`website`); two of them selected without `by-inbox` count the conversations they share
+# twice, since nothing says that `backlog` holds `website`, or that `by-team` and `by-agent`
+# hold the same conversations. Lifting it takes the exporter saying which dialogs are wholes
+# (or every whole that holds a dialog) and the sums using that.
+SECOND_WHOLES_OVERCOUNT = [
+    pytest.param(
+        "chatwoot",
+        selection,
+        marks=pytest.mark.xfail(
+            strict=True, reason="part_of names one whole: the others are not seen as wholes"
+        ),
+    )
+    for selection in ("backlog|website", "website|by-team", "by-team|by-agent")
+]
+
+
+def _helpdesk_yaml(sim: Simulator) -> str:
+    """A Chatwoot account (the backlog, one inbox of it with its unread messages, the backlog
+    again split by team, by agent and by inbox) and a Zendesk account (unsolved tickets, and
+    the same query split by group), to append to a config's accounts."""
+    return f"""\
+  - name: {CHATWOOT_ACCOUNT}
+    provider: chatwoot
+    base_url: {sim.chatwoot.url}
+    account_id: {sim.chatwoot.account_id}
+    api_access_token: {sim.chatwoot.api_access_token}
+    dialogs:
+      - name: backlog
+      - name: website
+        inbox_id: {CHATWOOT_INBOX}
+        unread_messages: true
+      - name: by-team
+        group_by: team
+      - name: by-agent
+        group_by: agent
+      - name: by-inbox
+        group_by: inbox
+  - name: {ZENDESK_ACCOUNT}
+    provider: zendesk
+    subdomain: acme
+    base_url: {sim.zendesk.url}
+    email: {sim.zendesk.email}
+    api_token: {sim.zendesk.api_token}
+    dialogs:
+      - name: unsolved
+        query: "{ZENDESK_QUERY}"
+      - name: unsolved-by-group
+        query: "{ZENDESK_QUERY}"
+        group_by: group
+"""
+
+
+def _helpdesk_items(sim: Simulator, provider: str) -> dict[str, set[int]]:
+    """Each dialog of ``_helpdesk_yaml`` and the ids of what it counts, read from the
+    simulator's own tables: Chatwoot's open conversations (of the inbox, for ``website``),
+    Zendesk's tickets whose status comes before ``solved``."""
+    if provider == "chatwoot":
+        conversations = sim.chatwoot.conversations
+        backlog = {i for i, c in conversations.items() if c.status == "open"}
+        website = {i for i in backlog if conversations[i].inbox_id == CHATWOOT_INBOX}
+        wholes = {"backlog": backlog, "by-team": backlog, "by-agent": backlog}
+        return {**wholes, "by-inbox": backlog, "website": website}
+    unsolved = {i for i, t in sim.zendesk.tickets.items() if t.status in ZENDESK_UNSOLVED}
+    return {"unsolved": unsolved, "unsolved-by-group": unsolved}
+
+
+# The Chatwoot dialogs that read the conversation list, and so count unread messages too.
+CHATWOOT_WALKING = frozenset({"website", "by-inbox"})
+
+
+def _helpdesk_expected(sim: Simulator, provider: str, selection: str) -> dict[str, float | None]:
+    """The headlines' distinct counts for a selection: each conversation or ticket once however
+    many selected dialogs count it; unread messages (Chatwoot's ``unread_count``) of each
+    conversation once, over the selected dialogs that count messages. None: no selected dialog
+    has the value, so the panel has no data."""
+    dialogs = _helpdesk_items(sim, provider)
+    chosen = [name for name in dialogs if re.fullmatch(selection, name)]
+    items = set().union(*(dialogs[name] for name in chosen))
+    expected: dict[str, float | None] = {"conversations": float(len(items)) if chosen else None}
+    if provider == "chatwoot":
+        walking = [name for name in chosen if name in CHATWOOT_WALKING]
+        read = set().union(*(dialogs[name] for name in walking))
+        unread = sum(sim.chatwoot.conversations[i].unread_count for i in read)
+        expected["messages"] = float(unread) if walking else None
+        expected["messages by account"] = expected["messages"]
+    return expected
+
+
+def _first_value(result: list[dict[str, Any]]) -> float | None:
+    assert len(result) <= 1, result
+    return float(result[0]["value"][1]) if result else None
+
+
+@pytest.mark.parametrize(
+    ("provider", "selection"),
+    [
+        *(
+            (provider, selection)
+            for provider, chosen in HELPDESK_SELECTIONS.items()
+            for selection in chosen
+        ),
+        *SECOND_WHOLES_OVERCOUNT,
+    ],
+)
+def test_helpdesk_totals_equal_the_distinct_count(
+    totals_world: tuple[Simulator, Server],
+    totals_prometheus: Server,
+    provider: str,
+    selection: str,
+) -> None:
+    """The headlines that count conversations (Chatwoot) or tickets (Zendesk) and unread
+    messages, run by Prometheus for a dialog selection, equal the distinct count of the
+    simulator's conversations or tickets: an inbox of the backlog and the other wholes (the
+    backlog again, split or not) are not counted again beside the whole they are part_of."""
+    sim, exporter = totals_world
+    panels = {
+        "conversations": _panel_targets("Conversations waiting")[0],
+        "messages": _panel_targets("Unread messages")[0],
+        "messages by account": _panel_targets("Unread messages by account")[0],
+    }
+    assert "chat_unread_conversations" in panels["conversations"]
+    assert "sum(" in panels["conversations"], "the headline adds dialogs up"
+    expected = _helpdesk_expected(sim, provider, selection)
+    assert expected["conversations"], "nothing to count"
+
+    def answers() -> dict[str, float | None] | None:
+        got = {
+            panel: _first_value(
+                _query(totals_prometheus, _selected(panels[panel], selection, provider=provider))
+            )
+            for panel in expected
+        }
+        # Poll until every expected value has data (the first scrapes may not have fetched).
+        waiting = any(got[panel] is None and value is not None for panel, value in expected.items())
+        return None if waiting else got
+
+    got = poll(answers, f"{provider}'s headlines", timeout=DATA_TIMEOUT, servers=[exporter])
+    assert got == expected
+
+
+# (provider, group_by, the dialog split by it) of ``_helpdesk_yaml``.
+HELPDESK_QUEUES = (
+    ("chatwoot", "team", "by-team"),
+    ("chatwoot", "agent", "by-agent"),
+    ("chatwoot", "inbox", "by-inbox"),
+    ("zendesk", "group", "unsolved-by-group"),
+)
+
+
+Queues = dict[tuple[str, str], float]
+
+
+def _helpdesk_queues(sim: Simulator, group_by: str) -> tuple[Queues, Queues]:
+    """(group, name) -> the split dialog's conversations or tickets of that group, and its
+    unread messages where the split reads them (Chatwoot by inbox: the list), from the
+    simulator's tables; those in no team, agent or group are ``unassigned`` (no name)."""
+    chatwoot = sim.chatwoot
+    opened = [c for c in chatwoot.conversations.values() if c.status == "open"]
+    pairs: list[tuple[int | None, int | None]]  # (group id, unread messages or None)
+    if group_by == "team":
+        names = chatwoot.teams
+        pairs = [(c.team_id, None) for c in opened]
+    elif group_by == "agent":
+        names = {i: agent.name for i, agent in chatwoot.agents.items()}
+        pairs = [(c.assignee_id, None) for c in opened]
+    elif group_by == "inbox":
+        names = chatwoot.inboxes
+        pairs = [(c.inbox_id, c.unread_count) for c in opened]
+    else:
+        names = sim.zendesk.groups
+        tickets = sim.zendesk.tickets.values()
+        pairs = [(t.group_id, None) for t in tickets if t.status in ZENDESK_UNSOLVED]
+    conversations: Queues = {}
+    messages: Queues = {}
+    for key, unread in pairs:
+        group = ("unassigned", "") if key is None else (str(key), names[key])
+        conversations[group] = conversations.get(group, 0) + 1
+        if unread is not None:
+            messages[group] = messages.get(group, 0) + unread
+    return conversations, messages
+
+
+@pytest.mark.parametrize(("provider", "group_by", "split"), HELPDESK_QUEUES)
+def test_helpdesk_queue_panels_equal_the_groups(
+    totals_world: tuple[Simulator, Server],
+    totals_prometheus: Server,
+    provider: str,
+    group_by: str,
+    split: str,
+) -> None:
+    """The queue row for Chatwoot's ``team``, ``agent`` and ``inbox`` and Zendesk's
+    ``group``: one group per team, agent, inbox or group with something waiting, named, its
+    value the simulator's count of it; the unassigned panel the conversations or tickets in
+    no team, agent or group; unread messages only where the split reads them (by inbox)."""
+    sim, exporter = totals_world
+    expected, expected_messages = _helpdesk_queues(sim, group_by)
+    assert len(expected) >= 2, expected
+    assert bool(expected_messages) == (group_by == "inbox"), expected_messages
+    table = _panel_targets("Queues: $group_by")
+    depth = _panel_targets("Queue depth: $group_by")
+    unassigned = _panel_targets("Unassigned: $group_by")
+
+    def per_group(expr: str, dialog: str) -> dict[tuple[str, str], float]:
+        result = _query(totals_prometheus, _selected(expr, dialog, group_by, provider))
+        return {
+            (series["metric"]["group"], series["metric"].get("name", "")): float(series["value"][1])
+            for series in result
+        }
+
+    # Names are looked up apart from the scrapes: poll until the table has them all.
+    poll(
+        lambda: per_group(table[1], ".*") == expected or None,
+        f"{provider}'s named queues",
+        timeout=DATA_TIMEOUT,
+        servers=[exporter],
+    )
+    other = next(name for name in _helpdesk_items(sim, provider) if name != split)
+    for messages, conversations in (table[:2], depth):
+        for dialog in (".*", split, f"{other}|{split}"):
+            assert per_group(conversations, dialog) == expected, dialog
+            assert per_group(messages, dialog) == expected_messages, dialog
+        assert per_group(conversations, other) == {}
+    messages, conversations = unassigned
+    for dialog in (".*", split):
+        query = _selected(conversations, dialog, group_by, provider)
+        assert _first_value(_query(totals_prometheus, query)) == expected.get(("unassigned", ""))
+        query = _selected(messages, dialog, group_by, provider)
+        assert _first_value(_query(totals_prometheus, query)) == expected_messages.get(
+            ("unassigned", "")
+        )
+    assert _query(totals_prometheus, _selected(conversations, other, group_by, provider)) == []
 
 
 def _matrix_accounts(names: list[str], homeserver: str) -> str:

@@ -306,14 +306,21 @@ def _count_rows(
 
 def coverage(account: ChatwootAccount) -> Coverage:
     """The dialog without a filter holds every inbox's and team's conversations; two inboxes
-    (or two teams) never share one, an inbox and a team may."""
+    (or two teams) never share one, an inbox and a team may.
+
+    The whole the others are ``part_of`` is the first unfiltered dialog that reads the list
+    (``unread_messages`` or ``group_by: inbox``), else the first unfiltered one: a sum leaves
+    a part out only beside a whole with the same value, and only a listing whole has unread
+    messages. A counting whole named instead (``meta``, a live report) would leave a listing
+    inbox and a listing whole both in the "All" sum of unread messages, counting them twice.
+    """
 
     def disjoint(a: ChatwootDialog, b: ChatwootDialog) -> bool:
         first, second = a.filter, b.filter
         return bool(first) and first.keys() == second.keys() and first != second
 
     return nested(
-        account.dialogs,
+        sorted(account.dialogs, key=lambda dialog: bool(dialog.filter) or not dialog.walks),
         name=lambda dialog: dialog.name,
         scope=lambda _dialog: account.name,
         is_whole=lambda dialog: not dialog.filter,
