@@ -1,4 +1,4 @@
-"""Tests for exporter/webconfig*.py against real servers on 127.0.0.1.
+"""Tests for exporter/web/webconfig.py, tls.py and auth.py against real servers on 127.0.0.1.
 
 Each test writes a web config file, loads it with ``load_web_config``, serves a tiny aiohttp app
 with the resulting auth and headers and SSL context, and talks to it with ``aiohttp.ClientSession``;
