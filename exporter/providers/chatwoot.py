@@ -219,7 +219,7 @@ class ChatwootFetcher:
                 for shared, count_listed in passes:
                     shared.add(listed, count_listed)
                 if not items or len(seen) >= expected:
-                    for shared, _detailed in passes:
+                    for shared, _ in passes:
                         shared.record(record)
                     return
             raise FetchError(Reason.BAD_RESPONSE, f"backlog longer than {self._max_pages} pages")
