@@ -217,7 +217,7 @@ class FakeZendesk(FakeProvider):
             ids = [part.strip() for part in raw.split(",") if part.strip()]
             if not ids or not all(part.isdigit() for part in ids):
                 return error(400, "InvalidParameter", "ids must be a list of view ids")
-            counts = [self._view_count(request, int(view)) for view in ids]
+            counts = [self._view_count(int(view)) for view in ids]
             return json_response({"view_counts": [c for c in counts if c is not None]})
 
         return self._guarded(request, answer, view_count=True)
@@ -227,14 +227,14 @@ class FakeZendesk(FakeProvider):
 
         def answer() -> web.Response:
             view = request.match_info["view"].removesuffix(".json")
-            found = self._view_count(request, int(view)) if view.isdigit() else None
+            found = self._view_count(int(view)) if view.isdigit() else None
             if found is None:
                 return error(404, "RecordNotFound", "Not found")
             return json_response({"view_count": found})
 
         return self._guarded(request, answer, view_count=True)
 
-    def _view_count(self, request: web.Request, view: int) -> dict[str, Any] | None:
+    def _view_count(self, view: int) -> dict[str, Any] | None:
         if view not in self.views:
             return None
         fresh = view not in self.stale_views

@@ -115,7 +115,7 @@ def zenpy_call(case: str, client: Any) -> Any:
     return client.views.count(999).value
 
 
-def python_outcome(sim: Simulator, recorder: Recorder, case: str) -> dict[str, Any]:
+def python_outcome(sim: Simulator, case: str) -> dict[str, Any]:
     """zenpy's ``{"value"}`` or ``{"error"}`` for one case, its requests under the case's path.
 
     zenpy builds ``https://{subdomain}.zendesk.com/api/v2``; its own ``ZENPY_FORCE_SCHEME`` and
@@ -147,7 +147,7 @@ def run_python(sim: Simulator, recorder: Recorder) -> dict[str, Any]:
     os.environ["ZENPY_FORCE_NETLOC"] = recorder.url.removeprefix("http://")
     try:
         cases = (*CASES, VIEW_COUNT, *ERRORS)
-        return {case: python_outcome(sim, recorder, case) for case in cases}
+        return {case: python_outcome(sim, case) for case in cases}
     finally:
         for name, old in saved.items():
             if old is None:
