@@ -186,7 +186,7 @@ async def test_the_simulator_enforces_the_view_count_limit(zendesk: Simulator) -
 
 
 async def test_a_rate_limit_answer_backs_off_as_retry_after_asks(
-    zendesk: Simulator, scrape_client: ScrapeClient, clock: FakeClock
+    zendesk: Simulator, scrape_client: ScrapeClient
 ) -> None:
     zendesk.zendesk.rate_limit = 1
     client = await scrape_client(zendesk_config(zendesk))
