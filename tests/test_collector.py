@@ -40,11 +40,11 @@ VALUE_HELP = {
     "chat_unread_mentions": "Unread messages that mention the user (Sendbird, Matrix highlights).",
     "chat_unread_invitations": "Pending invitations (Sendbird channels, Matrix rooms).",
     "chat_unread_conversations": "Conversations with at least one unread message (Crisp"
-    " backlog, Stream Chat channels), or waiting on the team (Intercom), or tickets of a Zendesk"
-    " view or search.",
+    " backlog, Stream Chat channels), waiting on the team (Intercom), open (Chatwoot), or"
+    " tickets of a Zendesk view or search.",
     "chat_unread_oldest_unread_timestamp_seconds": "Unix time since which the oldest unread"
-    " conversation has been waiting (Crisp backlog, Intercom), or the oldest Zendesk ticket's"
-    " creation.",
+    " conversation has been waiting (Crisp backlog, Intercom, Chatwoot), or the oldest Zendesk"
+    " ticket's creation.",
 }
 CACHE_NOTE = (
     " Some accounts serve cached values (cache_ttl or daily_request_budget pacing);"

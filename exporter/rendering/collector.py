@@ -40,13 +40,14 @@ VALUE_METRICS: tuple[tuple[str, str, str], ...] = (
         "conversations",
         "conversations",
         "Conversations with at least one unread message (Crisp backlog, Stream Chat"
-        " channels), or waiting on the team (Intercom), or tickets of a Zendesk view or search.",
+        " channels), waiting on the team (Intercom), open (Chatwoot), or tickets of a Zendesk"
+        " view or search.",
     ),
     (
         "oldest_unread_timestamp_seconds",
         "oldest_unread_timestamp",
         "Unix time since which the oldest unread conversation has been waiting"
-        " (Crisp backlog, Intercom), or the oldest Zendesk ticket's creation.",
+        " (Crisp backlog, Intercom, Chatwoot), or the oldest Zendesk ticket's creation.",
     ),
 )
 
