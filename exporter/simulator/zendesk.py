@@ -4,10 +4,11 @@ Follows developer.zendesk.com: ``GET /api/v2/views/count_many?ids=`` (``view_cou
 ``value``, ``pretty`` and ``fresh``; 6 requests per 5 minutes per account, then 429 with
 ``Retry-After``), ``GET /api/v2/search?query=`` (``results``, ``count``, ``next_page``;
 ``sort_by``, ``sort_order``, at most 100 a page and 1,000 results), ``GET
-/api/v2/search/count?query=`` (``count``), ``GET /api/v2/groups`` (offset pages); every path
-also with ``.json``. Auth is Basic ``{email}/token:{api_token}`` or ``Bearer`` an OAuth token;
-errors come as ``{"error": "...", "description": "..."}`` or ``{"error": {"title",
-"message"}}``; every answer carries ``X-Rate-Limit`` and ``X-Rate-Limit-Remaining``.
+/api/v2/search/count?query=`` (``count``), ``GET /api/v2/groups`` (cursor pages with
+``page[size]``, else offset pages); every path also with ``.json``. Auth is Basic
+``{email}/token:{api_token}`` or ``Bearer`` an OAuth token; errors come as ``{"error": "...",
+"description": "..."}`` or ``{"error": {"title", "message"}}``; every answer carries
+``X-Rate-Limit`` and ``X-Rate-Limit-Remaining``.
 
 The query language is a subset: ``type:ticket``, ``status`` with ``:``, ``<``, ``>`` (in
 Zendesk's order new < open < pending < hold < solved < closed), ``group:``, ``assignee:`` (an
