@@ -186,14 +186,26 @@ async def test_the_simulator_enforces_the_view_count_limit(zendesk: Simulator) -
 
 
 async def test_a_rate_limit_answer_backs_off_as_retry_after_asks(
-    zendesk: Simulator, scrape_client: ScrapeClient
+    zendesk: Simulator, scrape_client: ScrapeClient, clock: FakeClock
 ) -> None:
-    zendesk.zendesk.rate_limit = 1
+    zendesk.zendesk.rate_limit = 1  # the view count passes; the search gets Retry-After: 61
     client = await scrape_client(zendesk_config(zendesk))
     samples = await get_metrics(client)
     assert errors_of(samples, "zendesk", "rate_limited") == 1.0
     debug = await (await client.get("/probe?account=acme-zendesk&debug=true")).text()
     assert "HTTP 429: APIRateLimitExceeded; Number of allowed requests exceeded" in debug
+    asked = len(zendesk.zendesk.requests)
+
+    zendesk.zendesk.rate_limit = 700
+    clock.advance(59)  # within the Retry-After: no request at all
+    held = await get_metrics(client)
+    assert len(zendesk.zendesk.requests) == asked
+    assert value(held, "chat_unread_up", **ZD, dialog="unsolved") == 0.0
+
+    clock.advance(3)  # past it (and past the 60 s cache): both dialogs are asked for again
+    after = await get_metrics(client)
+    assert len(zendesk.zendesk.requests) == asked + 2
+    assert value(after, "chat_unread_up", **ZD, dialog="unsolved") == 1.0
 
 
 async def test_queries_split_by_group_add_up(
