@@ -385,3 +385,34 @@ async def test_dialogs_of_the_same_view_or_query_are_part_of_the_first(
         "by-group": "unsolved",
         "new": "",
     }
+
+
+async def test_dialogs_of_one_query_share_its_search_and_group_counts(
+    zendesk: Simulator, scrape_client: ScrapeClient
+) -> None:
+    """A query split by group and the same query unsplit (the demo's pair) count the same
+    tickets: one search and one set of group counts serve both, 1 + 1 + 3 requests."""
+    config = zendesk_config(
+        zendesk,
+        "name: unsolved\n        query: status<solved",
+        BY_GROUP,
+        BY_GROUP.replace("by-group", "by-group-top").replace(
+            "group_by: group", "group_by: group\n        max_groups: 2"
+        ),
+    )
+    samples = await get_metrics(await scrape_client(config))
+    assert len(zendesk.zendesk.calls("search.json")) == 1
+    assert len(zendesk.zendesk.calls("search/count.json")) == 3  # Tier 1, Billing, none
+    assert dialog_values(samples, "chat_unread_conversations", "zendesk") == {
+        "unsolved": 9.0,
+        "by-group": 9.0,
+        "by-group-top": 9.0,
+    }
+    top = {
+        dict(key)["group"]: v
+        for (name, key), v in samples.items()
+        if name == "chat_unread_group_conversations" and dict(key)["dialog"] == "by-group-top"
+    }
+    assert sum(top.values()) == 9.0
+    assert len(top) == 2  # one group kept, the rest folded into other
+    assert "other" in top

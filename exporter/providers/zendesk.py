@@ -13,15 +13,17 @@ of the oldest matching ticket as ``chat_unread_oldest_unread_timestamp_seconds``
   with ``fresh`` false but a value is Zendesk's last computed one, as its agent interface
   shows it while recomputing, and is served.
 - Queries: one ``GET /api/v2/search.json?query=type:ticket <query>&sort_by=created_at&
-  sort_order=asc&per_page=1`` per dialog: its ``count`` is the number of matching tickets
-  (exact, beyond the 1,000 results search pages through) and its first result the oldest.
+  sort_order=asc&per_page=1`` per distinct query (dialogs of one query share it): its
+  ``count`` is the number of matching tickets (exact, beyond the 1,000 results search pages
+  through) and its first result the oldest.
   The search index lags by minutes: refreshing more often than the 60 s ``cache_ttl``
   default would not make a query's value fresher.
 - ``group_by: group`` (queries only): the account's groups (``GET /api/v2/groups.json`` by
   cursor, kept an hour) and one ``GET /api/v2/search/count.json`` per group (``group:<id>``)
   and for no group (``group:none``, served as ``unassigned``); tickets of a group the list does
   not hold yet are served as ``other``, and counts that add up to more than the dialog's (the
-  index moved between the requests) are ``up 0``. A grouped dialog costs 2 + groups requests.
+  index moved between the requests) are ``up 0``. A grouped query costs 2 + groups requests,
+  however many dialogs share it.
 - Dialogs of the same view or the same query count the same tickets: each is ``part_of`` the
   first (``coverage``).
 """
@@ -47,7 +49,6 @@ from exporter.providers.base import (
     Reason,
     Record,
     count,
-    fetch_each,
     nested,
     record_all,
 )
@@ -194,10 +195,13 @@ class ZendeskFetcher:
 
     async def fetch(self, dialogs: Sequence[ZendeskDialog], record: Record) -> None:
         views = [dialog for dialog in dialogs if dialog.view_id is not None]
-        queries = [dialog for dialog in dialogs if dialog.query is not None]
+        searches: dict[str, list[ZendeskDialog]] = {}
+        for dialog in dialogs:
+            if dialog.query is not None:
+                searches.setdefault(dialog.search, []).append(dialog)
         await asyncio.gather(
             self._views(views, record),
-            fetch_each(queries, record, self._query, self._upstream.max_concurrency),
+            *(self._search(group, record) for group in searches.values()),
         )
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
@@ -226,11 +230,38 @@ class ZendeskFetcher:
                 value if isinstance(value, FetchError) else Reading(None, conversations=value),
             )
 
-    async def _query(self, dialog: ZendeskDialog) -> Reading:
-        """The matching tickets and the oldest one's creation from one search; split by group
-        from one count per group."""
+    async def _search(self, dialogs: Sequence[ZendeskDialog], record: Record) -> None:
+        """Dialogs of one query (a split and an unsplit one count the same tickets) from one
+        search, and those split by group from one set of counts per group."""
+        try:
+            reading = await self._query(dialogs[0].search)
+        except FetchError as exc:
+            record_all(dialogs, record, exc)
+            return
+        grouped = [dialog for dialog in dialogs if dialog.group_by is not None]
+        for dialog in dialogs:
+            if dialog.group_by is None:
+                record(dialog.name, reading)
+        if not grouped:
+            return
+        try:
+            counts = await self._group_counts(dialogs[0].search)
+        except FetchError as exc:
+            record_all(grouped, record, exc)
+            return
+        for dialog in grouped:
+            tally = GroupTally(("conversations",), dialog.group_by, dialog.max_groups)
+            for group, tickets in counts:
+                tally.add(group, conversations=tickets)
+            try:
+                record(dialog.name, tally.reading(totals=reading))
+            except FetchError as exc:
+                record(dialog.name, exc)
+
+    async def _query(self, search: str) -> Reading:
+        """The matching tickets and the oldest one's creation, from one search."""
         params = {
-            "query": dialog.search,
+            "query": search,
             "sort_by": "created_at",
             "sort_order": "asc",
             "per_page": "1",
@@ -243,13 +274,11 @@ class ZendeskFetcher:
         if bool(results) != bool(total):
             raise FetchError(Reason.BAD_RESPONSE, f"count {total} with {len(results)} results")
         oldest = _created_at(results[0]) if results else None
-        reading = Reading(None, conversations=total, oldest_unread_timestamp=oldest)
-        if dialog.group_by is None:
-            return reading
-        return await self._by_group(dialog, reading)
+        return Reading(None, conversations=total, oldest_unread_timestamp=oldest)
 
-    async def _by_group(self, dialog: ZendeskDialog, reading: Reading) -> Reading:
-        """The dialog's tickets counted per group; what the groups leave is ``other``."""
+    async def _group_counts(self, search: str) -> list[tuple[str | None, int]]:
+        """The query's tickets counted per listed group (``None``: no group, ``unassigned``);
+        what the groups leave is ``other`` once the tally adds them up."""
         groups = await self._group_ids()
         if len(groups) > MAX_GROUPS:
             raise FetchError(
@@ -257,14 +286,12 @@ class ZendeskFetcher:
                 f"{len(groups)} groups: more than {MAX_GROUPS} searches a refresh to split by",
             )
         keys = [*groups, "none"]
-        counts = await asyncio.gather(
-            *(self._count(f"{dialog.search} group:{key}") for key in keys)
-        )
-        tally = GroupTally(("conversations",), dialog.group_by, dialog.max_groups)
-        for key, tickets in zip(keys, counts, strict=True):
-            if tickets:
-                tally.add(None if key == "none" else key, conversations=tickets)
-        return tally.reading(totals=reading)
+        counts = await asyncio.gather(*(self._count(f"{search} group:{key}") for key in keys))
+        return [
+            (None if key == "none" else key, tickets)
+            for key, tickets in zip(keys, counts, strict=True)
+            if tickets
+        ]
 
     async def _count(self, query: str) -> int:
         return count(await self._get("search/count.json", {"query": query}), "count")
