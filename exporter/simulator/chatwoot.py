@@ -14,6 +14,7 @@ activity (newest first), and Rack::Attack's throttle: 429 with the plain text bo
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,15 +111,30 @@ class FakeChatwoot(FakeProvider):
 
     def add_routes(self, app: web.Application) -> None:
         v1 = "/api/v1/accounts/{account_id}"
-        app.router.add_get(f"{v1}/conversations/meta", self._meta)
-        app.router.add_get(f"{v1}/conversations", self._list)
-        app.router.add_get(f"{v1}/teams", self._teams)
-        app.router.add_get(f"{v1}/agents", self._agents)
-        app.router.add_get(f"{v1}/inboxes", self._inboxes)
-        app.router.add_get(
-            "/api/v2/accounts/{account_id}/live_reports/grouped_conversation_metrics",
-            self._grouped,
-        )
+        routes: dict[str, Callable[[web.Request], Awaitable[web.Response]]] = {
+            f"{v1}/conversations/meta": self._meta,
+            f"{v1}/conversations": self._list,
+            f"{v1}/teams": self._teams,
+            f"{v1}/agents": self._agents,
+            f"{v1}/inboxes": self._inboxes,
+            "/api/v2/accounts/{account_id}/live_reports/grouped_conversation_metrics": (
+                self._grouped
+            ),
+        }
+        for path, handler in routes.items():
+            app.router.add_get(path, self._gated(handler))
+
+    def _gated(
+        self, handler: Callable[[web.Request], Awaitable[web.Response]]
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """Every route passes the gate first, as every Chatwoot request passes Rack::Attack
+        and the token check before its controller."""
+
+        async def gated(request: web.Request) -> web.Response:
+            refused = self._gate(request)
+            return refused if refused is not None else await handler(request)
+
+        return gated
 
     def route_error(self, status: int, reason: str) -> web.Response:
         """Rails answers an unknown route with its static 404 page."""
@@ -173,18 +189,12 @@ class FakeChatwoot(FakeProvider):
         }
 
     async def _meta(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         chosen = self._selected(request)
         if chosen is None:
             return _error(404, "Resource could not be found")
         return json_response({"meta": self._counts(chosen)})
 
     async def _list(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         chosen = self._selected(request)
         if chosen is None:
             return _error(404, "Resource could not be found")
@@ -195,9 +205,6 @@ class FakeChatwoot(FakeProvider):
         return json_response({"data": {"meta": self._counts(chosen), "payload": payload}})
 
     async def _grouped(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         if not self.administrator:
             return _error(401, "You are not authorized to do this action")
         scope = request.query.get("group_by")
@@ -220,9 +227,6 @@ class FakeChatwoot(FakeProvider):
         return json_response(list(groups.values()))
 
     async def _teams(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         return json_response(
             [
                 {
@@ -238,17 +242,11 @@ class FakeChatwoot(FakeProvider):
         )
 
     async def _agents(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         return json_response(
             [agent.as_json(agent_id, self.account_id) for agent_id, agent in self.agents.items()]
         )
 
     async def _inboxes(self, request: web.Request) -> web.Response:
-        refused = self._gate(request)
-        if refused is not None:
-            return refused
         payload = [
             {"id": inbox_id, "channel_id": inbox_id, "name": name, "channel_type": "Channel::Api"}
             for inbox_id, name in self.inboxes.items()
