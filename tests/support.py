@@ -275,6 +275,18 @@ def wait_ready(server: Server, path: str = "/-/ready", timeout: float = 30.0) ->
 # The simulators' data set, and the test configs that read it
 
 
+# Every built-in provider, written down (not read from the registry the tests check).
+BUILT_IN_PROVIDERS = (
+    "crisp",
+    "quickblox",
+    "imkit",
+    "sendbird",
+    "intercom",
+    "stream",
+    "matrix",
+    "chatwoot",
+    "zendesk",
+)
 WEBSITE = "8c842203-7ed8-4e29-a608-7cf78a7d2fcc"
 VIP = "session_700c65e1-85e2-465a-b9ac-ecb5ec2c9881"
 QB_USER = 123

@@ -14,6 +14,7 @@ import pytest
 
 from exporter.simulator import Fault, Simulator
 from tests.support import (
+    BUILT_IN_PROVIDERS,
     QB_DIALOGS,
     ZENDESK_VIEW,
     ScrapeClient,
@@ -26,17 +27,7 @@ from tests.support import (
     parse,
 )
 
-PROVIDERS = (
-    "crisp",
-    "quickblox",
-    "imkit",
-    "sendbird",
-    "intercom",
-    "stream",
-    "matrix",
-    "chatwoot",
-    "zendesk",
-)
+PROVIDERS = BUILT_IN_PROVIDERS
 VALUE_METRICS = (
     "chat_unread_messages",
     "chat_unread_mentions",
